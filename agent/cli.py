@@ -1,0 +1,314 @@
+"""The ``ladder`` command line: ingest, search, collections, demo, db, bench."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from agent.config import Settings, get_settings
+
+app = typer.Typer(
+    name="ladder",
+    help="Ladder: a chat assistant over your documents and databases that you can measure and climb.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(
+    help="The database: where it is, its migrations, the embedded server.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+bench_app = typer.Typer(help="Benchmarks that print ratios against baselines run in the same process.")
+app.add_typer(bench_app, name="bench")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+DEMO_COLLECTION = "ladder-docs"
+DEMO_DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from knowledge.db import DatabaseError
+    from knowledge.embeddings import EmbeddingError
+    from knowledge.pgembed import EmbeddedPostgresError
+    from knowledge.search import SearchError
+    from knowledge.store import CollectionError
+    from knowledge.tokens import TokenizerError
+
+    return (
+        DatabaseError,
+        EmbeddedPostgresError,
+        CollectionError,
+        SearchError,
+        EmbeddingError,
+        TokenizerError,
+    )
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Run a command body; known failures become one clear line on stderr and exit status 1."""
+    try:
+        return action()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        err.print(f"error: invalid settings: {problems}", style="red", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    except _user_errors() as exc:
+        err.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+
+
+def _settings(**overrides: Any) -> Settings:
+    base = get_settings()
+    if not overrides:
+        return base
+    return Settings.model_validate(
+        {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+    )
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders: Markdown, text, HTML, PDF, JSONL.")],
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Target collection.")] = None,
+    chunk_tokens: Annotated[int | None, typer.Option(help="Chunk size in tokens.")] = None,
+    overlap: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring chunks.")] = None,
+    prune: Annotated[bool, typer.Option(help="Remove documents under PATHS whose files are gone.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    progress: Annotated[
+        bool | None, typer.Option(help="Show a progress bar (default: on a terminal).")
+    ] = None,
+) -> None:
+    """Ingest documents into a collection; unchanged files are skipped, changed ones replaced."""
+
+    def body() -> None:
+        from agent.runtime import open_knowledge_base
+
+        settings = _settings(chunk_tokens=chunk_tokens, chunk_overlap=overlap)
+        if all(not p.expanduser().exists() for p in paths):
+            err.print(f"error: none of these paths exist: {', '.join(map(str, paths))}", style="red")
+            raise typer.Exit(2)
+        with open_knowledge_base(settings) as kb:
+            report = kb.ingest(paths, collection or settings.collection, prune=prune, progress=progress)
+        if as_json:
+            print(json.dumps(report.to_dict(), indent=2))
+            return
+        out.print(
+            f"[bold]{report.collection}[/bold]: {report.files_seen} files, "
+            f"{report.documents_added} added, {report.documents_updated} updated, "
+            f"{report.documents_unchanged} unchanged, {report.documents_pruned} pruned, "
+            f"{report.chunks_written} chunks written, {len(report.skipped)} skipped, "
+            f"{report.seconds:.1f} s"
+        )
+        for reason, count in report.skipped_by_reason().most_common():
+            examples = [s.path for s in report.skipped if s.reason == reason][:3]
+            out.print(f"  skipped {count}× {reason}: {', '.join(examples)}", highlight=False, markup=False)
+
+    _run(body)
+
+
+def _parse_filters(values: list[str] | None) -> dict[str, Any] | None:
+    if not values:
+        return None
+    filters: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"filter {item!r} must look like key=value", param_hint="--filter")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        filters[key.strip()] = value
+    return filters
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    collection: Annotated[str | None, typer.Option("--collection", "-c")] = None,
+    k: Annotated[int, typer.Option("--k", "-k", min=1, max=1000, help="How many results.")] = 10,
+    mode: Annotated[str, typer.Option(help="dense, keyword or hybrid.")] = "hybrid",
+    filters: Annotated[
+        list[str] | None, typer.Option("--filter", "-f", help="Metadata key=value (JSON values allowed).")
+    ] = None,
+    recency: Annotated[bool, typer.Option(help="Prefer newer documents (needs a half-life).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"results": [...]} as JSON.')] = False,
+) -> None:
+    """Search a collection and print the best passages, best first."""
+    if mode not in ("dense", "keyword", "hybrid"):
+        raise typer.BadParameter("use dense, keyword or hybrid", param_hint="--mode")
+    parsed = _parse_filters(filters)
+
+    def body() -> None:
+        from agent.runtime import open_knowledge_base
+
+        settings = _settings()
+        with open_knowledge_base(settings) as kb:
+            hits = kb.search(
+                query,
+                collection or settings.collection,
+                k=k,
+                mode=mode,  # type: ignore[arg-type]
+                filters=parsed,
+                recency=recency,
+            )
+        if as_json:
+            print(json.dumps({"results": [hit.to_dict() for hit in hits]}, ensure_ascii=False, default=str))
+            return
+        if not hits:
+            out.print("no results")
+            return
+        table = Table(show_lines=True)
+        for column in ("#", "score", "document", "passage"):
+            table.add_column(column, overflow="fold")
+        for rank, hit in enumerate(hits, start=1):
+            where = hit.title + (f" › {hit.heading}" if hit.heading else "")
+            snippet = hit.text if len(hit.text) <= 300 else hit.text[:300] + "…"
+            table.add_row(str(rank), f"{hit.score:.4f}", f"{where}\n[dim]{hit.doc_id}[/dim]", snippet)
+        out.print(table)
+
+    _run(body)
+
+
+@app.command()
+def collections(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List collections with their embedding model and sizes."""
+
+    def body() -> None:
+        from knowledge.db import Database
+        from knowledge.store import list_collections
+
+        with Database(_settings().database_config()) as db, db.connection() as conn:
+            rows = list_collections(conn)
+        if as_json:
+            print(json.dumps(rows, default=str, indent=2))
+            return
+        table = Table()
+        for column in ("name", "embedding model", "dim", "documents", "chunks"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row["name"],
+                row["embedding_model"],
+                str(row["dimension"]),
+                str(row["documents"]),
+                str(row["chunks"]),
+            )
+        out.print(table)
+
+    _run(body)
+
+
+@app.command()
+def demo(
+    question: Annotated[str, typer.Argument()] = "How do I point Ladder at my own PostgreSQL server?",
+) -> None:
+    """Ingest Ladder's own documentation and answer a search over it."""
+
+    def body() -> None:
+        from agent.runtime import open_knowledge_base
+
+        if not DEMO_DOCS.is_dir():
+            err.print(f"error: the demo documents are missing ({DEMO_DOCS})", style="red")
+            raise typer.Exit(1)
+        with open_knowledge_base(_settings()) as kb:
+            report = kb.ingest([DEMO_DOCS], DEMO_COLLECTION, prune=True)
+            out.print(
+                f"ingested {DEMO_DOCS} into '{DEMO_COLLECTION}': {report.documents_written} documents written, "
+                f"{report.documents_unchanged} unchanged, {report.chunks_written} chunks, {report.seconds:.1f} s"
+            )
+            hits = kb.search(question, DEMO_COLLECTION, k=3)
+        out.print(f"\n[bold]Q:[/bold] {question}\n")
+        for rank, hit in enumerate(hits, start=1):
+            where = hit.title + (f" › {hit.heading}" if hit.heading else "")
+            out.print(f"[bold]{rank}. {where}[/bold]  [dim]({hit.score:.4f})[/dim]")
+            out.print(hit.text, highlight=False, markup=False)
+            out.print()
+
+    _run(body)
+
+
+@db_app.command("info")
+def db_info(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Where the database is and which migrations it has."""
+
+    def body() -> None:
+        from knowledge.db import Database, redact_url
+
+        with Database(_settings().database_config()) as db, db.connection() as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+            vector = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+            migrations = [
+                f"{v:04d}_{n}"
+                for v, n in conn.execute("SELECT version, name FROM schema_migrations ORDER BY 1")
+            ]
+            info = {
+                "url": redact_url(db.url),
+                "embedded": db.embedded is not None,
+                "data_dir": str(db.embedded.root) if db.embedded else None,
+                "postgres": version,
+                "pgvector": vector[0] if vector else None,
+                "migrations": migrations,
+            }
+        if as_json:
+            print(json.dumps(info, indent=2))
+        else:
+            for key, value in info.items():
+                out.print(f"{key}: {value}", highlight=False)
+
+    _run(body)
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL server (it starts again on the next command)."""
+    from knowledge.pgembed import EmbeddedPostgres
+
+    settings = _settings()
+    if settings.database_url:
+        err.print("DATABASE_URL is set: Ladder does not manage that server.")
+        raise typer.Exit(1)
+    EmbeddedPostgres(settings.data_dir).stop()
+    out.print("stopped")
+
+
+@bench_app.command("retrieval")
+def bench_retrieval(
+    out_file: Annotated[Path | None, typer.Option("--out", help="Also write the figures as JSON.")] = None,
+    hnsw_vectors: Annotated[int, typer.Option(help="Size of the HNSW recall/latency test.")] = 100_000,
+    quick: Annotated[bool, typer.Option(help="Small sizes, for a smoke run.")] = False,
+) -> None:
+    """Retrieval quality (CISI, PubMedQA), HNSW recall and latency, ingestion throughput."""
+    from evals.bench import run_retrieval_benchmark
+
+    _run(
+        lambda: run_retrieval_benchmark(
+            _settings(), out_file=out_file, hnsw_vectors=hnsw_vectors, quick=quick
+        )
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,148 @@
+"""One settings object for Ladder: environment variables (prefix ``LADDER_``) and a ``.env`` file.
+
+``DATABASE_URL``, ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` are read without the prefix,
+because that is where every other tool puts them.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from knowledge.chunking import ChunkingConfig
+from knowledge.db import DatabaseConfig
+from knowledge.embeddings import EmbeddingConfig
+from knowledge.search import SearchConfig
+
+
+def default_data_dir() -> Path:
+    """Where Ladder keeps its embedded database and caches.
+
+    As root the embedded PostgreSQL runs as a system user that must be able to reach its data
+    folder, so root's data lives under /var/lib/ladder rather than inside /root (which we would
+    otherwise have to open to every user).
+    """
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/ladder")
+    return Path(platformdirs.user_data_dir("ladder", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Every knob Ladder has. See the README's settings table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LADDER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Storage
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "LADDER_DATABASE_URL")
+    )
+    db_pool_min: int = Field(default=1, ge=1, le=100)
+    db_pool_max: int = Field(default=8, ge=1, le=200)
+    db_statement_timeout_ms: int = Field(default=60_000, ge=100)
+    maintenance_work_mem: str = "512MB"
+
+    # Models
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "LADDER_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "LADDER_OPENAI_BASE_URL")
+    )
+    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_batch_size: int = Field(default=64, ge=1, le=4096)
+    embedding_threads: int = Field(default=0, ge=0, le=256)
+    embedding_bf16: Literal["auto", "on", "off"] = "auto"
+
+    # Ingestion
+    collection: str = "default"
+    chunk_tokens: int = Field(default=256, ge=16, le=8192)
+    chunk_overlap: int = Field(default=32, ge=0)
+    max_file_mb: float = Field(default=50.0, gt=0)
+    tokenizer_encoding: str = "cl100k_base"
+
+    # Search
+    search_k: int = Field(default=10, ge=1, le=1000)
+    search_mode: Literal["dense", "keyword", "hybrid"] = "hybrid"
+    rrf_k: int = Field(default=10, ge=1)
+    hybrid_dense_weight: float = Field(default=1.0, ge=0)
+    hybrid_keyword_weight: float = Field(default=1.0, ge=0)
+    hybrid_candidates: int = Field(default=50, ge=1, le=10_000)
+    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    title_weight: float = Field(default=1.0, ge=0, le=1)
+    heading_weight: float = Field(default=0.5, ge=0, le=1)
+    recency_half_life_days: float | None = Field(default=None, gt=0)
+    recency_field: str = "date"
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, value: str) -> str:
+        value = value.strip()
+        if not value or len(value) > 100:
+            raise ValueError("collection name must be 1-100 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens ({self.chunk_tokens})"
+            )
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError("db_pool_min must not exceed db_pool_max")
+        return self
+
+    # Views for the layers below: knowledge/ never imports agent/.
+    def database_config(self) -> DatabaseConfig:
+        return DatabaseConfig(
+            url=self.database_url.get_secret_value() if self.database_url else None,
+            data_dir=self.data_dir,
+            pool_min=self.db_pool_min,
+            pool_max=self.db_pool_max,
+            statement_timeout_ms=self.db_statement_timeout_ms,
+            maintenance_work_mem=self.maintenance_work_mem,
+        )
+
+    def embedding_config(self) -> EmbeddingConfig:
+        return EmbeddingConfig(
+            model=self.embedding_model,
+            batch_size=self.embedding_batch_size,
+            threads=self.embedding_threads,
+            bf16=self.embedding_bf16,
+            api_key=self.openai_api_key.get_secret_value() if self.openai_api_key else None,
+            base_url=self.openai_base_url,
+        )
+
+    def chunking_config(self, chunk_tokens: int | None = None, overlap: int | None = None) -> ChunkingConfig:
+        return ChunkingConfig(
+            chunk_tokens=chunk_tokens or self.chunk_tokens,
+            overlap=self.chunk_overlap if overlap is None else overlap,
+            encoding=self.tokenizer_encoding,
+        )
+
+    def search_config(self) -> SearchConfig:
+        return SearchConfig(
+            rrf_k=self.rrf_k,
+            dense_weight=self.hybrid_dense_weight,
+            keyword_weight=self.hybrid_keyword_weight,
+            candidates=self.hybrid_candidates,
+            ef_search=self.hnsw_ef_search,
+            title_weight=self.title_weight,
+            heading_weight=self.heading_weight,
+            recency_half_life_days=self.recency_half_life_days,
+            recency_field=self.recency_field,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,64 @@
+"""The knowledge base as one object: the API that the CLI, the agent's tools and the evals call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from knowledge.chunking import ChunkingConfig
+from knowledge.db import Database
+from knowledge.embeddings import Embedder
+from knowledge.ingest import Ingestor, IngestReport
+from knowledge.search import QueryTransform, Reranker, SearchConfig, Searcher, SearchHit, SearchRequest
+from knowledge.store import list_collections
+
+
+class KnowledgeBase:
+    """Ingest into and search the collections of one database with one embedding model."""
+
+    def __init__(
+        self,
+        db: Database,
+        embedder: Embedder,
+        *,
+        chunking: ChunkingConfig | None = None,
+        search_config: SearchConfig | None = None,
+        max_file_bytes: int = 50_000_000,
+        query_transforms: Sequence[QueryTransform] = (),
+        rerankers: Sequence[Reranker] = (),
+    ) -> None:
+        self.db = db
+        self.embedder = embedder
+        self.chunking = chunking or ChunkingConfig()
+        self.max_file_bytes = max_file_bytes
+        self.searcher = Searcher(
+            db, embedder, search_config, query_transforms=query_transforms, rerankers=rerankers
+        )
+
+    def ingest(
+        self,
+        paths: Sequence[Path | str],
+        collection: str,
+        *,
+        chunking: ChunkingConfig | None = None,
+        prune: bool = False,
+        progress: bool | None = None,
+    ) -> IngestReport:
+        """Ingest files and folders into ``collection`` (created on first use)."""
+        ingestor = Ingestor(
+            self.db,
+            self.embedder,
+            chunking or self.chunking,
+            max_file_bytes=self.max_file_bytes,
+            progress=progress,
+        )
+        return ingestor.ingest(paths, collection, prune=prune)
+
+    def search(self, query: str, collection: str, **options: Any) -> list[SearchHit]:
+        """Search ``collection``; options are the fields of SearchRequest (k, mode, filters, recency)."""
+        return self.searcher.search(SearchRequest(query=query, collection=collection, **options))
+
+    def collections(self) -> list[dict[str, Any]]:
+        with self.db.connection() as conn:
+            return list_collections(conn)

