@@ -23,9 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-db_app = typer.Typer(
-    help="The database: where it is, its migrations, the embedded server.", no_args_is_help=True
-)
+db_app = typer.Typer(help="The database: where it is, its migrations, the embedded server.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 bench_app = typer.Typer(help="Benchmarks that print ratios against baselines run in the same process.")
 app.add_typer(bench_app, name="bench")
@@ -60,9 +58,7 @@ def _run(action: Callable[[], T]) -> T:
     try:
         return action()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
         err.print(f"error: invalid settings: {problems}", style="red", highlight=False, markup=False)
         raise typer.Exit(2) from None
     except _user_errors() as exc:
@@ -74,9 +70,7 @@ def _settings(**overrides: Any) -> Settings:
     base = get_settings()
     if not overrides:
         return base
-    return Settings.model_validate(
-        {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
-    )
+    return Settings.model_validate({**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
 
 
 @app.callback()
@@ -96,9 +90,7 @@ def ingest(
     overlap: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring chunks.")] = None,
     prune: Annotated[bool, typer.Option(help="Remove documents under PATHS whose files are gone.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    progress: Annotated[
-        bool | None, typer.Option(help="Show a progress bar (default: on a terminal).")
-    ] = None,
+    progress: Annotated[bool | None, typer.Option(help="Show a progress bar (default: on a terminal).")] = None,
 ) -> None:
     """Ingest documents into a collection; unchanged files are skipped, changed ones replaced."""
 
@@ -148,8 +140,8 @@ def _parse_filters(values: list[str] | None) -> dict[str, Any] | None:
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     collection: Annotated[str | None, typer.Option("--collection", "-c")] = None,
-    k: Annotated[int, typer.Option("--k", "-k", min=1, max=1000, help="How many results.")] = 10,
-    mode: Annotated[str, typer.Option(help="dense, keyword or hybrid.")] = "hybrid",
+    k: Annotated[int | None, typer.Option("--k", "-k", min=1, max=1000, help="How many results.")] = None,
+    mode: Annotated[str | None, typer.Option(help="dense, keyword or hybrid (default: hybrid).")] = None,
     filters: Annotated[
         list[str] | None, typer.Option("--filter", "-f", help="Metadata key=value (JSON values allowed).")
     ] = None,
@@ -157,7 +149,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help='Print {"results": [...]} as JSON.')] = False,
 ) -> None:
     """Search a collection and print the best passages, best first."""
-    if mode not in ("dense", "keyword", "hybrid"):
+    if mode is not None and mode not in ("dense", "keyword", "hybrid"):
         raise typer.BadParameter("use dense, keyword or hybrid", param_hint="--mode")
     parsed = _parse_filters(filters)
 
@@ -169,8 +161,8 @@ def search(
             hits = kb.search(
                 query,
                 collection or settings.collection,
-                k=k,
-                mode=mode,  # type: ignore[arg-type]
+                k=k or settings.search_k,
+                mode=mode or settings.search_mode,  # type: ignore[arg-type]
                 filters=parsed,
                 recency=recency,
             )
@@ -261,8 +253,7 @@ def db_info(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
             vector = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
             migrations = [
-                f"{v:04d}_{n}"
-                for v, n in conn.execute("SELECT version, name FROM schema_migrations ORDER BY 1")
+                f"{v:04d}_{n}" for v, n in conn.execute("SELECT version, name FROM schema_migrations ORDER BY 1")
             ]
             info = {
                 "url": redact_url(db.url),
@@ -303,11 +294,7 @@ def bench_retrieval(
     """Retrieval quality (CISI, PubMedQA), HNSW recall and latency, ingestion throughput."""
     from evals.bench import run_retrieval_benchmark
 
-    _run(
-        lambda: run_retrieval_benchmark(
-            _settings(), out_file=out_file, hnsw_vectors=hnsw_vectors, quick=quick
-        )
-    )
+    _run(lambda: run_retrieval_benchmark(_settings(), out_file=out_file, hnsw_vectors=hnsw_vectors, quick=quick))
 
 
 if __name__ == "__main__":

@@ -36,9 +36,7 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Every knob Ladder has. See the README's settings table."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="LADDER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="LADDER_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     # Storage
     data_dir: Path = Field(default_factory=default_data_dir)
@@ -48,7 +46,7 @@ class Settings(BaseSettings):
     db_pool_min: int = Field(default=1, ge=1, le=100)
     db_pool_max: int = Field(default=8, ge=1, le=200)
     db_statement_timeout_ms: int = Field(default=60_000, ge=100)
-    maintenance_work_mem: str = "512MB"
+    maintenance_work_mem: str = Field(default="512MB", pattern=r"^[1-9][0-9]*\s*(kB|MB|GB)?$")
 
     # Models
     openai_api_key: SecretStr | None = Field(
@@ -76,7 +74,8 @@ class Settings(BaseSettings):
     hybrid_dense_weight: float = Field(default=1.0, ge=0)
     hybrid_keyword_weight: float = Field(default=1.0, ge=0)
     hybrid_candidates: int = Field(default=50, ge=1, le=10_000)
-    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    hnsw_ef_search: int = Field(default=128, ge=1, le=1000)
+    keyword_scoring: Literal["bm25", "ts_rank_cd"] = "bm25"
     title_weight: float = Field(default=1.0, ge=0, le=1)
     heading_weight: float = Field(default=0.5, ge=0, le=1)
     recency_half_life_days: float | None = Field(default=None, gt=0)
@@ -135,6 +134,7 @@ class Settings(BaseSettings):
             keyword_weight=self.hybrid_keyword_weight,
             candidates=self.hybrid_candidates,
             ef_search=self.hnsw_ef_search,
+            keyword_scoring=self.keyword_scoring,
             title_weight=self.title_weight,
             heading_weight=self.heading_weight,
             recency_half_life_days=self.recency_half_life_days,

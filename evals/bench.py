@@ -7,6 +7,7 @@ noisy: a ratio holds where an absolute number does not.
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import tempfile
 import time
@@ -23,6 +24,7 @@ from agent.config import Settings
 from agent.runtime import open_knowledge_base
 from evals.datasets import RetrievalDataset, load_cisi, load_pubmedqa
 from evals.metrics import RETRIEVAL_METRICS, retrieval_scores
+from knowledge import store
 from knowledge.base import KnowledgeBase
 from knowledge.chunking import chunk_document
 from knowledge.ingest import embedding_text
@@ -40,6 +42,7 @@ class DatasetResult:
     queries: int
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     ingest: dict[str, float] = field(default_factory=dict)
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _bm25_rankings(dataset: RetrievalDataset, depth: int) -> dict[str, list[str]]:
@@ -51,13 +54,9 @@ def _bm25_rankings(dataset: RetrievalDataset, depth: int) -> dict[str, list[str]
     corpus = [f"{d['title']}\n{d['text']}" for d in dataset.documents]
     ids = [d["id"] for d in dataset.documents]
     retriever = bm25s.BM25()
-    retriever.index(
-        bm25s.tokenize(corpus, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
-    )
+    retriever.index(bm25s.tokenize(corpus, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
     qids = list(dataset.queries)
-    tokens = bm25s.tokenize(
-        [dataset.queries[q] for q in qids], stopwords="en", stemmer=stemmer, show_progress=False
-    )
+    tokens = bm25s.tokenize([dataset.queries[q] for q in qids], stopwords="en", stemmer=stemmer, show_progress=False)
     results, _ = retriever.retrieve(tokens, k=min(depth, len(ids)), show_progress=False)
     return {qid: [ids[i] for i in row] for qid, row in zip(qids, results, strict=True)}
 
@@ -66,9 +65,7 @@ def _collapse(doc_ids: list[str], depth: int = 10) -> list[str]:
     return list(dict.fromkeys(doc_ids))[:depth]
 
 
-def _exact_rankings(
-    kb: KnowledgeBase, collection: Collection, dataset: RetrievalDataset
-) -> dict[str, list[str]]:
+def _exact_rankings(kb: KnowledgeBase, collection: Collection, dataset: RetrievalDataset) -> dict[str, list[str]]:
     """Exact cosine search in numpy over the very embeddings Ladder stored."""
     with kb.db.connection() as conn:
         rows = conn.execute(
@@ -86,11 +83,15 @@ def _exact_rankings(
 
 
 def _ladder_rankings(
-    kb: KnowledgeBase, collection: str, dataset: RetrievalDataset, mode: str
+    kb: KnowledgeBase, collection: str, dataset: RetrievalDataset, mode: str, timings: list[float] | None = None
 ) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for qid, query in dataset.queries.items():
-        hits = kb.searcher.search(SearchRequest(query=query, collection=collection, k=CHUNK_DEPTH, mode=mode))  # type: ignore[arg-type]
+        request = SearchRequest(query=query, collection=collection, k=CHUNK_DEPTH, mode=mode)  # type: ignore[arg-type]
+        start = time.perf_counter()
+        hits = kb.searcher.search(request)
+        if timings is not None:
+            timings.append((time.perf_counter() - start) * 1000)
         out[qid] = _collapse([hit.doc_id for hit in hits])
     return out
 
@@ -135,13 +136,13 @@ def bench_dataset(kb: KnowledgeBase, dataset: RetrievalDataset, workdir: Path) -
         collection = get_collection(conn, collection_name)
     assert collection is not None
     result.scores["bm25 (bm25s)"] = retrieval_scores(dataset.qrels, _bm25_rankings(dataset, 10))
-    result.scores["exact dense (numpy)"] = retrieval_scores(
-        dataset.qrels, _exact_rankings(kb, collection, dataset)
-    )
+    result.scores["exact dense (numpy)"] = retrieval_scores(dataset.qrels, _exact_rankings(kb, collection, dataset))
     for mode in ("dense", "keyword", "hybrid"):
+        timings: list[float] = []
         result.scores[f"ladder {mode}"] = retrieval_scores(
-            dataset.qrels, _ladder_rankings(kb, collection_name, dataset, mode)
+            dataset.qrels, _ladder_rankings(kb, collection_name, dataset, mode, timings)
         )
+        result.latency_ms[mode] = {"p50": float(np.percentile(timings, 50)), "p95": float(np.percentile(timings, 95))}
     return result
 
 
@@ -156,9 +157,7 @@ def _synthetic_vectors(base: np.ndarray, n: int, seed: int = 7) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def bench_hnsw(
-    kb: KnowledgeBase, settings: Settings, base: np.ndarray, queries: np.ndarray, n: int
-) -> dict[str, Any]:
+def bench_hnsw(kb: KnowledgeBase, settings: Settings, base: np.ndarray, queries: np.ndarray, n: int) -> dict[str, Any]:
     """Recall@10 of the HNSW index against exact search on ``n`` vectors, and their latencies."""
     name = "bench-hnsw"
     vectors = _synthetic_vectors(base, n)
@@ -166,8 +165,6 @@ def bench_hnsw(
     with kb.db.connection() as conn:
         drop_collection(conn, name)
         collection = ensure_collection(conn, name, f"synthetic-{dim}", dim)
-        conn.execute(f'DROP INDEX "{collection.hnsw_index}"')  # bulk load first, then build: far faster
-        conn.commit()
         document_id = conn.execute(
             "INSERT INTO documents (collection_id, doc_id, source, content_hash, chunking, n_chunks)"
             " VALUES (%s, 'synthetic', 'synthetic', '', '', %s) RETURNING id",
@@ -184,14 +181,13 @@ def bench_hnsw(
             for i, vector in enumerate(vectors):
                 copy.write_row((document_id, collection.id, i, f"synthetic vector {i}", 3, vector))
         conn.commit()
-        first_id = conn.execute(
-            "SELECT min(id) FROM chunks WHERE collection_id = %s", (collection.id,)
-        ).fetchone()[0]  # type: ignore[index]
+        first_id = conn.execute("SELECT min(id) FROM chunks WHERE collection_id = %s", (collection.id,)).fetchone()[0]  # type: ignore[index]
         conn.execute(f"SET maintenance_work_mem = '{settings.maintenance_work_mem}'")
         start = time.perf_counter()
         conn.execute(
             f'CREATE INDEX "{collection.hnsw_index}" ON chunks USING hnsw ((embedding::vector({dim}))'
-            f" vector_cosine_ops) WITH (m = 16, ef_construction = 64) WHERE collection_id = {collection.id}"
+            f" vector_cosine_ops) WITH (m = {store.HNSW_M}, ef_construction = {store.HNSW_EF_CONSTRUCTION})"
+            f" WHERE collection_id = {collection.id}"
         )
         conn.commit()
         build_seconds = time.perf_counter() - start
@@ -264,6 +260,10 @@ def _print_scores(result: DatasetResult) -> None:
         f"ladder hybrid nDCG@10 {hybrid:.4f} vs best baseline ({best_name}) {best['ndcg@10']:.4f}: "
         f"{(hybrid / best['ndcg@10'] - 1) * 100:+.1f}% relative"
     )
+    console.print(
+        "search latency per query, embedding the query included (p50 / p95 ms): "
+        + ", ".join(f"{mode} {v['p50']:.1f} / {v['p95']:.1f}" for mode, v in result.latency_ms.items())
+    )
     ing = result.ingest
     console.print(
         f"ingest {ing['ingest_chunks_per_s']:.1f} chunks/s vs raw embedding {ing['raw_embed_chunks_per_s']:.1f}"
@@ -282,6 +282,7 @@ def run_retrieval_benchmark(
 ) -> dict[str, Any]:
     """Run the whole benchmark, print its tables, and return (and optionally write) the figures."""
     warnings.filterwarnings("ignore", module="ranx")
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
     loaders = {"cisi": load_cisi, "pubmedqa": load_pubmedqa}
     figures: dict[str, Any] = {"settings": settings.search_config().__dict__}
     results: list[DatasetResult] = []
@@ -295,7 +296,12 @@ def run_retrieval_benchmark(
             result = bench_dataset(kb, dataset, Path(tmp))
             _print_scores(result)
             results.append(result)
-            figures[name] = {"queries": result.queries, "scores": result.scores, "ingest": result.ingest}
+            figures[name] = {
+                "queries": result.queries,
+                "scores": result.scores,
+                "ingest": result.ingest,
+                "latency_ms": result.latency_ms,
+            }
         if not skip_hnsw:
             with kb.db.connection() as conn:
                 base = np.stack(
@@ -309,9 +315,7 @@ def run_retrieval_benchmark(
                 )
             questions = [q for load in loaders.values() for q in load().queries.values()]
             rng = np.random.default_rng(11)
-            picked = [
-                questions[i] for i in rng.choice(len(questions), size=min(200, len(questions)), replace=False)
-            ]
+            picked = [questions[i] for i in rng.choice(len(questions), size=min(200, len(questions)), replace=False)]
             n = 5_000 if quick else hnsw_vectors
             hnsw = bench_hnsw(kb, settings, base, kb.embedder.embed(picked), n)
             figures["hnsw"] = hnsw

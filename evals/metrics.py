@@ -20,9 +20,7 @@ def retrieval_scores(
         ranked = list(dict.fromkeys(rankings.get(qid, [])))
         # ranx ranks by score: give strictly decreasing scores in the given order.
         run[qid] = {doc: float(len(ranked) - i) for i, doc in enumerate(ranked)} or {"__none__": 0.0}
-    scores = evaluate(
-        Qrels({q: dict(r) for q, r in qrels.items()}), Run(run), list(metrics), make_comparable=True
-    )
+    scores = evaluate(Qrels({q: dict(r) for q, r in qrels.items()}), Run(run), list(metrics), make_comparable=True)
     if isinstance(scores, float):
         scores = {metrics[0]: scores}
     return {name: float(value) for name, value in scores.items()}

@@ -32,9 +32,7 @@ class KnowledgeBase:
         self.embedder = embedder
         self.chunking = chunking or ChunkingConfig()
         self.max_file_bytes = max_file_bytes
-        self.searcher = Searcher(
-            db, embedder, search_config, query_transforms=query_transforms, rerankers=rerankers
-        )
+        self.searcher = Searcher(db, embedder, search_config, query_transforms=query_transforms, rerankers=rerankers)
 
     def ingest(
         self,

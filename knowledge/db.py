@@ -128,6 +128,8 @@ class Database:
     def _configure(self, conn: psycopg.Connection) -> None:
         register_vector(conn)
         conn.execute(f"SET statement_timeout = {int(self.config.statement_timeout_ms)}")
+        # HNSW builds with the 64 MB default measured 4x slower than with room to work.
+        conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (self.config.maintenance_work_mem,))
         conn.commit()
 
     @contextmanager

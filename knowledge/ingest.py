@@ -41,6 +41,7 @@ from knowledge.store import (
     delete_documents,
     documents_under,
     ensure_collection,
+    ensure_vector_index,
     existing_documents,
     write_documents,
 )
@@ -116,9 +117,7 @@ def discover_files(paths: Sequence[Path]) -> tuple[list[Path], list[Skipped]]:
                     if path.suffix.lower() in SUPPORTED_SUFFIXES:
                         found.append(path.absolute())
                     else:
-                        problems.append(
-                            Skipped(str(path), f"unsupported file type {path.suffix or '(none)'}")
-                        )
+                        problems.append(Skipped(str(path), f"unsupported file type {path.suffix or '(none)'}"))
         else:
             problems.append(Skipped(str(root), "not a regular file or folder"))
     unique = list(dict.fromkeys(found))
@@ -163,6 +162,8 @@ class Ingestor:
             seen_by_source = self._run(files, target, known, report)
             if prune:
                 report.documents_pruned = self._prune(target, paths, seen_by_source)
+            with self.db.connection() as conn:
+                ensure_vector_index(conn, target)
         except BaseException as exc:
             report.seconds = time.perf_counter() - started
             self._finish_run(report, "failed", f"{type(exc).__name__}: {exc}")
@@ -173,9 +174,7 @@ class Ingestor:
 
     # -- the pipeline ------------------------------------------------------------------------------
 
-    def _documents(
-        self, files: list[Path], report: IngestReport
-    ) -> Iterator[tuple[Path, LoadedDocument | None]]:
+    def _documents(self, files: list[Path], report: IngestReport) -> Iterator[tuple[Path, LoadedDocument | None]]:
         """Loaded documents; ``(path, None)`` marks a file fully read (so its records may be pruned)."""
         bar = tqdm(files, desc="ingest", unit="file", disable=not self.progress, file=sys.stderr)
         for path in bar:
@@ -245,9 +244,7 @@ class Ingestor:
 
     def _embed(self, batch: list[tuple[LoadedDocument, list]], signature: str) -> list[DocumentWrite]:
         texts = [
-            embedding_text(document.title, chunk.heading, chunk.text)
-            for document, chunks in batch
-            for chunk in chunks
+            embedding_text(document.title, chunk.heading, chunk.text) for document, chunks in batch for chunk in chunks
         ]
         vectors = self.embedder.embed(texts)
         writes: list[DocumentWrite] = []
@@ -268,16 +265,13 @@ class Ingestor:
             offset += len(chunks)
         return writes
 
-    def _prune(
-        self, target: Collection, paths: Sequence[Path | str], seen_by_source: dict[str, set[str]]
-    ) -> int:
+    def _prune(self, target: Collection, paths: Sequence[Path | str], seen_by_source: dict[str, set[str]]) -> int:
         roots = [str(Path(p).expanduser().absolute()) for p in paths]
         with self.db.connection() as conn:
             gone = [
                 doc_id
                 for doc_id, source in documents_under(conn, target, roots)
-                if not Path(source).exists()
-                or (source in seen_by_source and doc_id not in seen_by_source[source])
+                if not Path(source).exists() or (source in seen_by_source and doc_id not in seen_by_source[source])
             ]
             return delete_documents(conn, target, gone)
 
@@ -342,8 +336,6 @@ class _BatchWriter:
                 if self._error is not None:
                     continue  # drain, so the producer never blocks on a dead writer
                 try:
-                    self._report.chunks_written += write_documents(
-                        conn, self._target, batch, async_commit=True
-                    )
+                    self._report.chunks_written += write_documents(conn, self._target, batch, async_commit=True)
                 except BaseException as exc:
                     self._error = exc

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,15 +69,21 @@ def sha256(data: bytes) -> str:
 def read_bytes(path: Path, max_bytes: int) -> bytes:
     """The file's bytes, or SkipFile for unreadable, empty or oversized files."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError as exc:
         raise SkipFile(f"cannot read: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise SkipFile("not a regular file")  # a FIFO or device would block or never end
+    size = info.st_size
     if size > max_bytes:
         raise SkipFile(f"too large: {size / 1e6:.1f} MB over the {max_bytes / 1e6:.1f} MB limit")
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)  # bounded even if the file grows after stat
     except OSError as exc:
         raise SkipFile(f"cannot read: {exc.strerror or exc}") from exc
+    if len(data) > max_bytes:
+        raise SkipFile(f"too large: over the {max_bytes / 1e6:.1f} MB limit")
     if not data.strip():
         raise SkipFile("empty file")
     return data

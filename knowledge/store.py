@@ -14,7 +14,8 @@ from psycopg.types.json import Jsonb
 from knowledge.chunking import Chunk
 
 HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
+HNSW_EF_CONSTRUCTION = 128
+_INDEX_LOCK = 0x1ADD3  # advisory lock class for vector index builds (second key: collection id)
 
 
 class CollectionError(ValueError):
@@ -83,33 +84,68 @@ def require_collection(conn: psycopg.Connection, name: str, model: str, dimensio
 
 
 def ensure_collection(conn: psycopg.Connection, name: str, model: str, dimension: int) -> Collection:
-    """Get or create a collection and its partial HNSW index; commit the creation."""
+    """Get or create a collection (without its vector index: see ensure_vector_index); commit the creation."""
     collection = get_collection(conn, name)
     if collection is None:
         with conn.transaction():
-            row = conn.execute(
+            conn.execute(
                 "INSERT INTO collections (name, embedding_model, dimension) VALUES (%s, %s, %s)"
-                " ON CONFLICT (name) DO NOTHING RETURNING id",
+                " ON CONFLICT (name) DO NOTHING",
                 (name, model, dimension),
-            ).fetchone()
-            if row is not None:
-                created = Collection(row[0], name, model, dimension)
-                conn.execute(
-                    sql.SQL(
-                        "CREATE INDEX {} ON chunks USING hnsw (({}) vector_cosine_ops)"
-                        " WITH (m = {}, ef_construction = {}) WHERE collection_id = {}"
-                    ).format(
-                        sql.Identifier(created.hnsw_index),
-                        sql.SQL("(embedding::{})").format(created.vector_type()),
-                        sql.Literal(HNSW_M),
-                        sql.Literal(HNSW_EF_CONSTRUCTION),
-                        sql.Literal(created.id),
-                    )
-                )
+            )
         collection = get_collection(conn, name)
         assert collection is not None
     check_model(collection, model, dimension)
     return collection
+
+
+def ensure_vector_index(conn: psycopg.Connection, collection: Collection) -> bool:
+    """Build the collection's partial HNSW index if it is missing or invalid; True if built now.
+
+    Ingest calls this after loading, because building over loaded rows is much faster than
+    growing the graph row by row. CONCURRENTLY keeps other collections writable meanwhile.
+    Until the index exists, dense search on the collection is an exact scan: slower, never wrong.
+    """
+    state = conn.execute(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s",
+        (collection.hnsw_index,),
+    ).fetchone()
+    conn.commit()
+    if state is not None and state[0]:
+        return False
+    previous = conn.autocommit
+    timeout = conn.execute("SHOW statement_timeout").fetchone()[0]  # type: ignore[index]
+    conn.commit()
+    conn.autocommit = True  # CREATE INDEX CONCURRENTLY cannot run inside a transaction
+    # One builder per collection: two concurrent builds of one index deadlock on each other, and
+    # a blocking lock would too (CONCURRENTLY waits for every open snapshot, the waiter's included).
+    locked = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_INDEX_LOCK, collection.id)).fetchone()[0]  # type: ignore[index]
+    if not locked:
+        conn.autocommit = previous
+        return False  # another process is building it
+    try:
+        conn.execute("SET statement_timeout = 0")  # a large build may take minutes
+        if state is not None:  # a build that was interrupted leaves an invalid index behind
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(collection.hnsw_index)))
+        conn.execute(
+            sql.SQL(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON chunks USING hnsw (({}) vector_cosine_ops)"
+                " WITH (m = {}, ef_construction = {}) WHERE collection_id = {}"
+            ).format(
+                sql.Identifier(collection.hnsw_index),
+                sql.SQL("(embedding::{})").format(collection.vector_type()),
+                sql.Literal(HNSW_M),
+                sql.Literal(HNSW_EF_CONSTRUCTION),
+                sql.Literal(collection.id),
+            )
+        )
+    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable, psycopg.errors.ObjectInUse):
+        return False  # another process is building the same index
+    finally:
+        conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout)))
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_INDEX_LOCK, collection.id))
+        conn.autocommit = previous
+    return True
 
 
 def existing_documents(conn: psycopg.Connection, collection: Collection) -> dict[str, tuple[str, str]]:
@@ -217,9 +253,7 @@ def delete_documents(conn: psycopg.Connection, collection: Collection, doc_ids: 
     return cur.rowcount
 
 
-def documents_under(
-    conn: psycopg.Connection, collection: Collection, roots: Sequence[str]
-) -> list[tuple[str, str]]:
+def documents_under(conn: psycopg.Connection, collection: Collection, roots: Sequence[str]) -> list[tuple[str, str]]:
     """(doc_id, source) of documents whose source is one of ``roots`` or lies inside one."""
     rows = conn.execute(
         """

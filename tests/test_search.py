@@ -1,0 +1,194 @@
+"""Search modes against the real database, on both the embedded and the URL path."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from knowledge.base import KnowledgeBase
+from knowledge.search import (
+    SearchConfig,
+    Searcher,
+    SearchError,
+    keyword_query_text,
+    recency_factor,
+    rrf_fuse,
+)
+from knowledge.store import CollectionError
+
+FACTS = {
+    "volcano": ("Volcanoes", "Magma rises through the crust and erupts as lava from a volcano."),
+    "photosynthesis": ("Plants", "Leaves turn sunlight, water and carbon dioxide into sugar by photosynthesis."),
+    "tides": ("Oceans", "The gravitational pull of the Moon causes the ocean tides to rise and fall."),
+    "compiler": ("Programming", "A compiler translates source code into machine instructions before it runs."),
+    "vaccine": ("Medicine", "A vaccine trains the immune system to recognise a pathogen without causing disease."),
+    "zq-7731": ("Parts", "Part number ZQ-7731 is the replacement hinge for the cabinet door."),
+}
+
+
+@pytest.fixture
+def facts(any_kb: KnowledgeBase, collection: str, tmp_path: Path) -> tuple[KnowledgeBase, str]:
+    path = tmp_path / "facts.jsonl"
+    lines = []
+    for i, (doc_id, (title, text)) in enumerate(FACTS.items()):
+        date = (datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=100 * i)).date().isoformat()
+        lines.append(
+            json.dumps({"id": doc_id, "title": title, "text": text, "metadata": {"topic": title, "date": date}})
+        )
+    path.write_text("\n".join(lines))
+    any_kb.ingest([path], collection, progress=False)
+    return any_kb, collection
+
+
+@pytest.mark.parametrize("mode", ["dense", "keyword", "hybrid"])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("How do tides work?", "tides"),
+        ("what does a compiler do with source code", "compiler"),
+        ("immune system training", "vaccine"),
+    ],
+)
+def test_every_mode_finds_the_right_passage(facts, mode: str, query: str, expected: str) -> None:
+    kb, collection = facts
+    hits = kb.search(query, collection, k=3, mode=mode)
+    assert hits, f"{mode} found nothing for {query!r}"
+    assert hits[0].doc_id == expected
+    assert hits == sorted(hits, key=lambda h: -h.score)
+
+
+def test_dense_finds_meaning_without_shared_words(facts) -> None:
+    kb, collection = facts
+    hits = kb.search("how do green plants make their food", collection, k=1, mode="dense")
+    assert hits[0].doc_id == "photosynthesis"
+
+
+def test_keyword_finds_exact_identifiers(facts) -> None:
+    kb, collection = facts
+    assert kb.search("ZQ-7731", collection, k=1, mode="keyword")[0].doc_id == "zq-7731"
+    assert kb.search("ZQ-7731", collection, k=1, mode="hybrid")[0].doc_id == "zq-7731"
+
+
+def test_keyword_needs_only_some_words_to_match(facts) -> None:
+    kb, collection = facts
+    hits = kb.search("lava xylophone quasar", collection, k=3, mode="keyword")
+    assert [h.doc_id for h in hits] == ["volcano"]
+
+
+@pytest.mark.parametrize(
+    "query", ["it's", "a & b | !c", "'\\\\'", "foo:* <-> bar", '"unclosed', "-", "🙂", "DROP TABLE chunks;--"]
+)
+def test_hostile_query_text_is_just_text(facts, query: str) -> None:
+    kb, collection = facts
+    for mode in ("keyword", "hybrid"):
+        kb.search(query, collection, k=3, mode=mode)  # no exception
+    with kb.db.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM chunks").fetchone()[0] > 0
+
+
+def test_result_fields(facts) -> None:
+    kb, collection = facts
+    hit = kb.search("volcano lava", collection, k=1)[0].to_dict()
+    assert set(hit) == {"doc_id", "chunk_id", "score", "text", "title", "metadata"}
+    assert hit["doc_id"] == "volcano" and hit["title"] == "Volcanoes"
+    assert hit["metadata"]["topic"] == "Volcanoes"
+
+
+def test_metadata_filters(facts) -> None:
+    kb, collection = facts
+    for mode in ("dense", "keyword", "hybrid"):
+        hits = kb.search("how does it work", collection, k=5, mode=mode, filters={"topic": "Medicine"})
+        assert {h.doc_id for h in hits} <= {"vaccine"}
+    hits = kb.search("vaccine immune", collection, k=5, filters={"topic": "Medicine"})
+    assert [h.doc_id for h in hits] == ["vaccine"]
+
+
+def test_recency_prefers_newer_documents(facts) -> None:
+    kb, collection = facts
+    plain = Searcher(kb.db, kb.embedder, SearchConfig())
+    recent = Searcher(kb.db, kb.embedder, SearchConfig(recency_half_life_days=30))
+    from knowledge.search import SearchRequest
+
+    request = SearchRequest(query="science facts", collection=collection, k=6, mode="dense")
+    without = plain.search(request)
+    request.recency = True
+    with_recency = recent.search(request)
+    dates = [h.metadata["date"] for h in with_recency]
+    assert dates == sorted(dates, reverse=True)
+    assert [h.metadata["date"] for h in without] != dates
+    with pytest.raises(SearchError, match="half-life"):
+        plain.search(request)
+
+
+def test_bad_requests_are_clear_errors(facts) -> None:
+    kb, collection = facts
+    with pytest.raises(SearchError, match="empty"):
+        kb.search("   ", collection)
+    with pytest.raises(SearchError, match="mode"):
+        kb.search("x", collection, mode="fuzzy")
+    with pytest.raises(SearchError, match="k must"):
+        kb.search("x", collection, k=0)
+    with pytest.raises(CollectionError, match="no collection named 'nope'"):
+        kb.search("x", "nope")
+
+
+def test_query_transforms_and_rerankers_plug_in(facts) -> None:
+    kb, collection = facts
+    seen: list[str] = []
+
+    def hyde(question: str) -> str:
+        seen.append(question)
+        return "The gravitational pull of the Moon on the oceans"
+
+    def reverse(question: str, hits):
+        return list(reversed(hits))
+
+    searcher = Searcher(kb.db, kb.embedder, query_transforms=[hyde])
+    from knowledge.search import SearchRequest
+
+    assert searcher.search(SearchRequest("unrelated words", collection, k=1, mode="dense"))[0].doc_id == "tides"
+    assert seen == ["unrelated words"]
+    reranked = Searcher(kb.db, kb.embedder, rerankers=[reverse]).search(
+        SearchRequest("tides moon ocean", collection, k=6, mode="hybrid")
+    )
+    assert reranked[-1].doc_id == "tides"
+
+
+def test_hybrid_uses_both_rankings(facts) -> None:
+    kb, collection = facts
+    hit = kb.search("ocean tides moon", collection, k=1, mode="hybrid")[0]
+    assert hit.ranks == {"dense": 1, "keyword": 1}
+
+
+def test_rrf_fuse() -> None:
+    fused = rrf_fuse({"a": [1, 2, 3], "b": [3, 1]}, {"a": 1.0, "b": 1.0}, k=10)
+    assert [cid for cid, _ in fused] == [1, 3, 2]
+    assert fused[0][1] == pytest.approx(1 / 11 + 1 / 12)
+    weighted = rrf_fuse({"a": [1], "b": [2]}, {"a": 1.0, "b": 2.0}, k=10)
+    assert [cid for cid, _ in weighted] == [2, 1]
+
+
+def test_keyword_query_text_only_passes_words() -> None:
+    assert keyword_query_text('"exact phrase" -not OR this') == "exact or phrase or not or this"
+    assert keyword_query_text("!!!") == ""
+
+
+def test_recency_factor() -> None:
+    now = datetime(2025, 1, 31, tzinfo=UTC)
+    assert recency_factor("2025-01-01", 30, now) == pytest.approx(0.5)
+    assert recency_factor("not a date", 30, now) == 1.0
+    assert recency_factor(None, 30, now) == 1.0
+    assert recency_factor("2030-01-01T00:00:00Z", 30, now) == 1.0
+
+
+def test_bm25_prefers_rare_terms(any_kb: KnowledgeBase, collection: str, tmp_path: Path) -> None:
+    path = tmp_path / "idf.jsonl"
+    docs = [{"id": f"common-{i}", "text": f"report report report number {i}"} for i in range(8)]
+    docs.append({"id": "rare", "text": "report mentioning the aardvark once"})
+    path.write_text("\n".join(json.dumps(d) for d in docs))
+    any_kb.ingest([path], collection, progress=False)
+    hits = any_kb.search("report aardvark", collection, k=3, mode="keyword")
+    assert hits[0].doc_id == "rare"
