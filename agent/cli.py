@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The database: where it is, its migrations, the embedded server.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+collections_app = typer.Typer(help="List and delete collections.")
+app.add_typer(collections_app, name="collections")
 bench_app = typer.Typer(help="Benchmarks that print ratios against baselines run in the same process.")
 app.add_typer(bench_app, name="bench")
 
@@ -184,9 +186,11 @@ def search(
     _run(body)
 
 
-@app.command()
-def collections(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+@collections_app.callback(invoke_without_command=True)
+def collections(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List collections with their embedding model and sizes."""
+    if ctx.invoked_subcommand is not None:
+        return
 
     def body() -> None:
         from knowledge.db import Database
@@ -209,6 +213,29 @@ def collections(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
                 str(row["chunks"]),
             )
         out.print(table)
+
+    _run(body)
+
+
+@collections_app.command("drop")
+def collections_drop(
+    name: Annotated[str, typer.Argument(help="The collection to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a collection with all its documents and chunks."""
+    if not yes:
+        typer.confirm(f"Delete collection {name!r} and everything in it?", abort=True)
+
+    def body() -> None:
+        from knowledge.db import Database
+        from knowledge.store import drop_collection
+
+        with Database(_settings().database_config()) as db, db.connection() as conn:
+            dropped = drop_collection(conn, name)
+        if not dropped:
+            err.print(f"error: no collection named {name!r}", style="red", highlight=False, markup=False)
+            raise typer.Exit(1)
+        out.print(f"dropped {name}", highlight=False, markup=False)
 
     _run(body)
 

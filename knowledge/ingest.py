@@ -47,6 +47,7 @@ from knowledge.store import (
 )
 
 log = logging.getLogger(__name__)
+ANALYZE_AFTER_CHUNKS = 1000
 
 
 @dataclass
@@ -163,7 +164,11 @@ class Ingestor:
             if prune:
                 report.documents_pruned = self._prune(target, paths, seen_by_source)
             with self.db.connection() as conn:
-                ensure_vector_index(conn, target)
+                built = ensure_vector_index(conn, target)
+                if built or report.chunks_written >= ANALYZE_AFTER_CHUNKS:
+                    # Fresh statistics now, not when autovacuum gets to it: right after a bulk load
+                    # the planner's guesses made BM25 queries take seconds instead of milliseconds.
+                    conn.execute("ANALYZE chunks, documents")
         except BaseException as exc:
             report.seconds = time.perf_counter() - started
             self._finish_run(report, "failed", f"{type(exc).__name__}: {exc}")

@@ -55,6 +55,14 @@ def test_ingest_then_search_json(embedded_db: Database, corpus: Path) -> None:
     table = ladder("search", "browser chat", "-c", "cli", "--mode", "keyword", env=env)
     assert table.returncode == 0 and "ui.md" in table.stdout
 
+    listed = json.loads(ladder("collections", "--json", env=env).stdout)
+    assert {"name": "cli", "documents": 2}.items() <= next(c for c in listed if c["name"] == "cli").items()
+    dropped = ladder("collections", "drop", "cli", "--yes", env=env)
+    assert dropped.returncode == 0, dropped.stderr
+    assert "cli" not in [c["name"] for c in json.loads(ladder("collections", "--json", env=env).stdout)]
+    again = ladder("collections", "drop", "cli", "--yes", env=env)
+    assert again.returncode == 1 and "no collection named 'cli'" in again.stderr
+
 
 def test_database_url_path(url_server: str, corpus: Path, tmp_path: Path) -> None:
     env = {"DATABASE_URL": url_server, "LADDER_DATA_DIR": str(tmp_path / "never-used")}
