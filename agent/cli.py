@@ -317,11 +317,17 @@ def bench_retrieval(
     out_file: Annotated[Path | None, typer.Option("--out", help="Also write the figures as JSON.")] = None,
     hnsw_vectors: Annotated[int, typer.Option(help="Size of the HNSW recall/latency test.")] = 100_000,
     quick: Annotated[bool, typer.Option(help="Small sizes, for a smoke run.")] = False,
+    chart: Annotated[Path | None, typer.Option(help="Also draw nDCG@10 per retriever as a PNG.")] = None,
 ) -> None:
     """Retrieval quality (CISI, PubMedQA), HNSW recall and latency, ingestion throughput."""
-    from evals.bench import run_retrieval_benchmark
+    from evals.bench import run_retrieval_benchmark, write_chart
 
-    _run(lambda: run_retrieval_benchmark(_settings(), out_file=out_file, hnsw_vectors=hnsw_vectors, quick=quick))
+    def body() -> None:
+        figures = run_retrieval_benchmark(_settings(), out_file=out_file, hnsw_vectors=hnsw_vectors, quick=quick)
+        if chart is not None:
+            out.print(f"chart: {write_chart(figures, chart)}")
+
+    _run(body)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ def _bm25_rankings(dataset: RetrievalDataset, depth: int) -> dict[str, list[str]
     import bm25s
     import Stemmer
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on itself at import
+
     stemmer = Stemmer.Stemmer("english")
     corpus = [f"{d['title']}\n{d['text']}" for d in dataset.documents]
     ids = [d["id"] for d in dataset.documents]
@@ -282,7 +284,6 @@ def run_retrieval_benchmark(
 ) -> dict[str, Any]:
     """Run the whole benchmark, print its tables, and return (and optionally write) the figures."""
     warnings.filterwarnings("ignore", module="ranx")
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
     loaders = {"cisi": load_cisi, "pubmedqa": load_pubmedqa}
     figures: dict[str, Any] = {"settings": settings.search_config().__dict__}
     results: list[DatasetResult] = []
@@ -329,3 +330,32 @@ def run_retrieval_benchmark(
     if out_file is not None:
         out_file.write_text(json.dumps(figures, indent=2, default=str))
     return figures
+
+
+def write_chart(figures: dict[str, Any], path: Path) -> Path:
+    """A bar chart of nDCG@10 per retriever and dataset, from the benchmark's figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = [name for name in ("cisi", "pubmedqa") if name in figures]
+    if not datasets:
+        raise ValueError("the figures hold no dataset results to chart")
+    methods = list(figures[datasets[0]]["scores"])
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], datasets, strict=True):
+        values = [figures[name]["scores"][m]["ndcg@10"] for m in methods]
+        colors = ["#4C72B0" if m.startswith("ladder") else "#B0B0B0" for m in methods]
+        bars = ax.barh(methods, values, color=colors)
+        ax.bar_label(bars, fmt="%.3f", padding=3, fontsize=8)
+        ax.invert_yaxis()
+        low = min(values)
+        ax.set_xlim(max(0.0, low - (1 - low) * 0.6 - 0.02), min(1.0, max(values) + (1 - low) * 0.25 + 0.02))
+        ax.set_title(f"{name}: nDCG@10 ({figures[name]['queries']} queries)", fontsize=10)
+        ax.tick_params(labelsize=8)
+    fig.suptitle("Ladder's retrieval modes (blue) against baselines (grey)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -35,3 +35,15 @@ def test_shared_datasets_parse(shared_data) -> None:
     assert all(cisi.qrels[q] for q in cisi.queries)
     pubmed = load_pubmedqa(shared_data / "pubmedqa" / "pqal_dev.json")
     assert len(pubmed.documents) == 500 and all(pubmed.qrels[q] == {q: 1} for q in pubmed.queries)
+
+
+def test_chart_is_drawn_from_figures(tmp_path) -> None:
+    import pytest
+
+    from evals.bench import write_chart
+
+    scores = {m: {"ndcg@10": v} for m, v in [("bm25 (bm25s)", 0.38), ("ladder hybrid", 0.45)]}
+    path = write_chart({"cisi": {"queries": 76, "scores": scores}}, tmp_path / "c.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no dataset"):
+        write_chart({"hnsw": {}}, tmp_path / "d.png")
