@@ -122,6 +122,18 @@ def ingest(
     _run(body)
 
 
+def _where(hit: Any) -> str:
+    """Title and heading path of a hit, without repeating a title the path already starts with."""
+    if hit.heading and hit.heading.split(" > ")[0] == hit.title:
+        return hit.heading.replace(" > ", " › ")
+    return " › ".join(part for part in (hit.title, hit.heading.replace(" > ", " › ")) if part)
+
+
+def _reflow(text: str) -> str:
+    """Join hard-wrapped lines into paragraphs for the terminal; blank lines stay."""
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in text.split("\n\n"))
+
+
 def _parse_filters(values: list[str] | None) -> dict[str, Any] | None:
     if not values:
         return None
@@ -178,9 +190,9 @@ def search(
         for column in ("#", "score", "document", "passage"):
             table.add_column(column, overflow="fold")
         for rank, hit in enumerate(hits, start=1):
-            where = hit.title + (f" › {hit.heading}" if hit.heading else "")
-            snippet = hit.text if len(hit.text) <= 300 else hit.text[:300] + "…"
-            table.add_row(str(rank), f"{hit.score:.4f}", f"{where}\n[dim]{hit.doc_id}[/dim]", snippet)
+            text = _reflow(hit.text)
+            snippet = text if len(text) <= 300 else text[:300] + "…"
+            table.add_row(str(rank), f"{hit.score:.4f}", f"{_where(hit)}\n[dim]{hit.doc_id}[/dim]", snippet)
         out.print(table)
 
     _run(body)
@@ -248,11 +260,15 @@ def demo(
 
     def body() -> None:
         from agent.runtime import open_knowledge_base
+        from knowledge.store import delete_documents_outside
 
         if not DEMO_DOCS.is_dir():
             err.print(f"error: the demo documents are missing ({DEMO_DOCS})", style="red")
             raise typer.Exit(1)
         with open_knowledge_base(_settings()) as kb:
+            with kb.db.connection() as conn:
+                # The demo collection mirrors this checkout's docs/ only; another checkout's copy goes.
+                delete_documents_outside(conn, DEMO_COLLECTION, str(DEMO_DOCS))
             report = kb.ingest([DEMO_DOCS], DEMO_COLLECTION, prune=True)
             out.print(
                 f"ingested {DEMO_DOCS} into '{DEMO_COLLECTION}': {report.documents_written} documents written, "
@@ -261,9 +277,10 @@ def demo(
             hits = kb.search(question, DEMO_COLLECTION, k=3)
         out.print(f"\n[bold]Q:[/bold] {question}\n")
         for rank, hit in enumerate(hits, start=1):
-            where = hit.title + (f" › {hit.heading}" if hit.heading else "")
-            out.print(f"[bold]{rank}. {where}[/bold]  [dim]({hit.score:.4f})[/dim]")
-            out.print(hit.text, highlight=False, markup=False)
+            out.print(
+                f"[bold]{rank}. {_where(hit)}[/bold]  [dim]({hit.score:.4f}, {hit.doc_id})[/dim]", highlight=False
+            )
+            out.print(_reflow(hit.text), highlight=False, markup=False)
             out.print()
 
     _run(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 RETRIEVAL_METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
@@ -20,7 +21,9 @@ def retrieval_scores(
         ranked = list(dict.fromkeys(rankings.get(qid, [])))
         # ranx ranks by score: give strictly decreasing scores in the given order.
         run[qid] = {doc: float(len(ranked) - i) for i, doc in enumerate(ranked)} or {"__none__": 0.0}
-    scores = evaluate(Qrels({q: dict(r) for q, r in qrels.items()}), Run(run), list(metrics), make_comparable=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba's int cast warnings inside ranx: noise, not a result
+        scores = evaluate(Qrels({q: dict(r) for q, r in qrels.items()}), Run(run), list(metrics), make_comparable=True)
     if isinstance(scores, float):
         scores = {metrics[0]: scores}
     return {name: float(value) for name, value in scores.items()}

@@ -277,3 +277,14 @@ def drop_collection(conn: psycopg.Connection, name: str) -> bool:
         conn.execute("DELETE FROM collections WHERE id = %s", (collection.id,))
         conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(collection.hnsw_index)))
     return True
+
+
+def delete_documents_outside(conn: psycopg.Connection, name: str, root: str) -> int:
+    """Delete the collection's documents whose source is not inside the folder ``root``."""
+    with conn.transaction():
+        cur = conn.execute(
+            "DELETE FROM documents d USING collections c WHERE c.id = d.collection_id AND c.name = %s"
+            " AND NOT starts_with(d.source, %s)",
+            (name, root.rstrip("/") + "/"),
+        )
+    return cur.rowcount

@@ -98,3 +98,12 @@ def test_dotenv_file_is_read(embedded_db: Database, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(f"LADDER_DATA_DIR={embedded_db.embedded.root}\nLADDER_COLLECTION=from-dotenv\n")
     missing = ladder("search", "x", cwd=tmp_path)
     assert missing.returncode == 1 and "'from-dotenv'" in missing.stderr
+
+
+def test_demo_ingests_the_docs_and_answers(embedded_db: Database) -> None:
+    env = {"LADDER_DATA_DIR": str(embedded_db.embedded.root)}
+    done = ladder("demo", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "into 'ladder-docs'" in done.stdout
+    first = done.stdout.split("1. ", 1)[1]
+    assert "database.md" in first.split("\n2. ")[0] and "DATABASE_URL" in first
