@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The database: where it is, its migrations, the embedded server.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+llm_app = typer.Typer(help="The chat model: a configured endpoint or the embedded llama.cpp server.")
+app.add_typer(llm_app, name="llm")
 collections_app = typer.Typer(help="List and delete collections.")
 app.add_typer(collections_app, name="collections")
 bench_app = typer.Typer(help="Benchmarks that print ratios against baselines run in the same process.")
@@ -38,6 +40,10 @@ DEMO_DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from openai import OpenAIError
+
+    from agent.llm import ModelConfigError
+    from agent.local_model import LocalModelError
     from knowledge.db import DatabaseError
     from knowledge.embeddings import EmbeddingError
     from knowledge.pgembed import EmbeddedPostgresError
@@ -52,6 +58,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         SearchError,
         EmbeddingError,
         TokenizerError,
+        LocalModelError,
+        ModelConfigError,
+        OpenAIError,
     )
 
 
@@ -327,6 +336,55 @@ def db_stop() -> None:
         raise typer.Exit(1)
     EmbeddedPostgres(settings.data_dir).stop()
     out.print("stopped")
+
+
+@llm_app.command("prompt")
+def llm_prompt(
+    text: Annotated[str, typer.Argument(help="The prompt.")],
+    system: Annotated[str | None, typer.Option(help="A system message.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (default: the chat model).")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, max=8192)] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {model, text, usage} as JSON.")] = False,
+) -> None:
+    """Send one prompt to the chat model and stream the reply (temperature 0)."""
+    if not text.strip():
+        raise typer.BadParameter("the prompt is empty", param_hint="TEXT")
+
+    def body() -> None:
+        from agent.llm import open_chat_endpoint
+
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        with open_chat_endpoint(_settings(), model) as endpoint:
+            stream = endpoint.client.chat.completions.create(
+                model=endpoint.model,
+                messages=messages,  # type: ignore[arg-type]
+                temperature=0,
+                max_tokens=max_tokens,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            parts: list[str] = []
+            usage = None
+            for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage.model_dump()
+                for choice in chunk.choices:
+                    piece = choice.delta.content or ""
+                    parts.append(piece)
+                    if not as_json:
+                        print(piece, end="", flush=True)
+        reply = "".join(parts)
+        if usage is None:  # llama.cpp's server does not report usage when streaming: count with tiktoken
+            from knowledge.tokens import count_tokens
+
+            prompt_tokens = sum(count_tokens(m["content"]) for m in messages)
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": count_tokens(reply), "estimated": True}
+        if as_json:
+            print(json.dumps({"model": endpoint.model, "text": reply, "usage": usage}))
+        else:
+            print()
+
+    _run(body)
 
 
 @bench_app.command("retrieval")

@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "LADDER_OPENAI_BASE_URL")
     )
+    chat_model: str | None = None
+    judge_model: str | None = None
+    local_model: str = "qwen2.5-coder-1.5b-instruct"
+    local_model_path: Path | None = None
+    llm_threads: int = Field(default=0, ge=0, le=256)
+    llm_context_tokens: int = Field(default=4096, ge=512, le=131072)
+    llm_timeout_s: float = Field(default=120.0, gt=0)
+    llm_max_retries: int = Field(default=3, ge=0, le=10)
     embedding_model: str = "all-MiniLM-L6-v2"
     embedding_batch_size: int = Field(default=64, ge=1, le=4096)
     embedding_threads: int = Field(default=0, ge=0, le=256)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import statistics
 import tempfile
 import time
@@ -159,10 +160,34 @@ def _synthetic_vectors(base: np.ndarray, n: int, seed: int = 7) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def bench_hnsw(kb: KnowledgeBase, settings: Settings, base: np.ndarray, queries: np.ndarray, n: int) -> dict[str, Any]:
-    """Recall@10 of the HNSW index against exact search on ``n`` vectors, and their latencies."""
+def _synthetic_texts(sentences: list[str], n: int, seed: int = 5) -> list[str]:
+    """``n`` passages of 3 to 8 sentences drawn from real text: realistic term statistics at any size."""
+    if not sentences:
+        return [f"synthetic passage {i}" for i in range(n)]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(sentences), size=(n, 8))
+    lengths = rng.integers(3, 9, size=n)
+    return [" ".join(sentences[j] for j in row[:length]) for row, length in zip(picks, lengths, strict=True)]
+
+
+def bench_hnsw(
+    kb: KnowledgeBase,
+    settings: Settings,
+    base: np.ndarray,
+    queries: np.ndarray,
+    n: int,
+    *,
+    sentences: list[str] | None = None,
+    query_texts: list[str] | None = None,
+) -> dict[str, Any]:
+    """Recall@10 of the HNSW index against exact search on ``n`` chunks, and dense and keyword latencies.
+
+    The chunks' vectors are mixtures of real embeddings and their texts mixtures of real
+    sentences, so the same collection also times BM25 at a size the datasets do not reach.
+    """
     name = "bench-hnsw"
     vectors = _synthetic_vectors(base, n)
+    texts = _synthetic_texts(sentences or [], n)
     dim = vectors.shape[1]
     with kb.db.connection() as conn:
         drop_collection(conn, name)
@@ -180,8 +205,8 @@ def bench_hnsw(kb: KnowledgeBase, settings: Settings, base: np.ndarray, queries:
             ) as copy,
         ):
             copy.set_types(["int8", "int4", "int4", "text", "int4", "vector"])
-            for i, vector in enumerate(vectors):
-                copy.write_row((document_id, collection.id, i, f"synthetic vector {i}", 3, vector))
+            for i, (vector, text) in enumerate(zip(vectors, texts, strict=True)):
+                copy.write_row((document_id, collection.id, i, text, len(text.split()), vector))
         conn.commit()
         first_id = conn.execute("SELECT min(id) FROM chunks WHERE collection_id = %s", (collection.id,)).fetchone()[0]  # type: ignore[index]
         conn.execute(f"SET maintenance_work_mem = '{settings.maintenance_work_mem}'")
@@ -212,6 +237,12 @@ def bench_hnsw(kb: KnowledgeBase, settings: Settings, base: np.ndarray, queries:
             conn.commit()
             recalls.append(len({cid for cid, _ in approx} & set(truth.tolist())) / 10)
             exact_recalls.append(len({cid for cid, _ in exact} & set(truth.tolist())) / 10)
+        keyword_ms: list[float] = []
+        for text in query_texts or []:
+            start = time.perf_counter()
+            searcher.keyword(conn, collection, text, 50)
+            keyword_ms.append((time.perf_counter() - start) * 1000)
+            conn.commit()
         explain = (
             f"EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM chunks WHERE collection_id = {collection.id}"
             f" ORDER BY embedding::vector({dim}) <=> %s::vector({dim}) LIMIT 10"
@@ -238,6 +269,8 @@ def bench_hnsw(kb: KnowledgeBase, settings: Settings, base: np.ndarray, queries:
         "exact_p95_ms": pct(exact_ms, 95),
         "speedup_p50": pct(exact_ms, 50) / pct(hnsw_ms, 50),
         "speedup_p95": pct(exact_ms, 95) / pct(hnsw_ms, 95),
+        "keyword_p50_ms": pct(keyword_ms, 50) if keyword_ms else None,
+        "keyword_p95_ms": pct(keyword_ms, 95) if keyword_ms else None,
         "uses_index": collection.hnsw_index in plan,
         "exact_uses_index": collection.hnsw_index in exact_plan,
         "hnsw_plan": plan,
@@ -318,7 +351,14 @@ def run_retrieval_benchmark(
             rng = np.random.default_rng(11)
             picked = [questions[i] for i in rng.choice(len(questions), size=min(200, len(questions)), replace=False)]
             n = 5_000 if quick else hnsw_vectors
-            hnsw = bench_hnsw(kb, settings, base, kb.embedder.embed(picked), n)
+            sentences = [
+                sentence
+                for load in loaders.values()
+                for doc in load().documents
+                for sentence in re.split(r"(?<=[.!?])\s+", doc["text"])
+                if len(sentence.split()) >= 4
+            ]
+            hnsw = bench_hnsw(kb, settings, base, kb.embedder.embed(picked), n, sentences=sentences, query_texts=picked)
             figures["hnsw"] = hnsw
             console.print(
                 f"HNSW on {hnsw['vectors']} vectors (ef_search {hnsw['ef_search']}, built in"
@@ -326,6 +366,10 @@ def run_retrieval_benchmark(
                 f" p50 {hnsw['hnsw_p50_ms']:.2f} ms vs exact scan {hnsw['exact_p50_ms']:.2f} ms"
                 f" ({hnsw['speedup_p50']:.1f}x), p95 {hnsw['hnsw_p95_ms']:.2f} ms vs {hnsw['exact_p95_ms']:.2f} ms"
                 f" ({hnsw['speedup_p95']:.1f}x); index used: {hnsw['uses_index']}"
+            )
+            console.print(
+                f"keyword (BM25) on the same {hnsw['vectors']} chunks of real sentences:"
+                f" p50 {hnsw['keyword_p50_ms']:.1f} ms, p95 {hnsw['keyword_p95_ms']:.1f} ms"
             )
     if out_file is not None:
         out_file.write_text(json.dumps(figures, indent=2, default=str))
