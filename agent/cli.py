@@ -44,6 +44,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from agent.llm import ModelConfigError
     from agent.local_model import LocalModelError
+    from agent.turn import QuestionError
     from knowledge.db import DatabaseError
     from knowledge.embeddings import EmbeddingError
     from knowledge.pgembed import EmbeddedPostgresError
@@ -61,6 +62,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         LocalModelError,
         ModelConfigError,
         OpenAIError,
+        QuestionError,
     )
 
 
@@ -338,6 +340,76 @@ def db_stop() -> None:
     out.print("stopped")
 
 
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    collection: Annotated[str | None, typer.Option("--collection", "-c")] = None,
+    switch: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Technique switch NAME=on|off (fewshot, retrieval, hyde, rerank, decompose, fact_check)."
+        ),
+    ] = None,
+    thread: Annotated[str | None, typer.Option(help="Continue this conversation thread.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
+) -> None:
+    """Answer a question from the knowledge base, with citations and a fact-check per claim."""
+    from agent.context import SwitchError, parse_switch
+
+    try:
+        overrides = dict(parse_switch(s) for s in switch or [])
+    except SwitchError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--set") from None
+
+    def body() -> None:
+        from agent.runtime import open_agent
+        from agent.turn import TurnRequest
+
+        settings = _settings()
+        streamed: list[str] = []
+
+        def show(event: dict[str, Any]) -> None:
+            if as_json:
+                return
+            if event["type"] == "token":
+                streamed.append(event["text"])
+                print(event["text"], end="", flush=True)
+            elif event["type"] == "tool":
+                ids = ", ".join(str(r["chunk_id"]) for r in event["result"])
+                err.print(
+                    f"  ↳ {event['name']}({event['arguments']['query']!r}) → [{ids}]", highlight=False, markup=False
+                )
+            elif event["type"] == "step" and event["status"] == "end":
+                extra = {k: v for k, v in event.items() if k not in {"type", "step", "status", "seconds"}}
+                err.print(
+                    f"· {event['step']} {event.get('seconds', '')}s {extra if extra else ''}",
+                    highlight=False,
+                    markup=False,
+                )
+
+        with open_agent(settings) as agent:
+            request = TurnRequest(question, collection or settings.collection, thread, overrides)
+            result = agent.ask(request, on_event=show)
+        if as_json:
+            print(json.dumps(result, ensure_ascii=False))
+        else:
+            if streamed:
+                print()
+            if result["revised"] or not streamed:
+                print(("\n[revised after fact-check]\n" if result["revised"] else "") + result["answer"])
+            for verdict in result["fact_check"]:
+                mark = "✓" if verdict["supported"] else "✗"
+                out.print(f"  {mark} {verdict['claim']} {verdict['evidence']}", highlight=False, markup=False)
+            for citation in result["citations"]:
+                out.print(f"  [{citation['chunk_id']}] {citation['doc_id']}", highlight=False, markup=False)
+            if result.get("error"):
+                err.print(f"error: {result['error']}", style="red", highlight=False, markup=False)
+        if result.get("error"):
+            raise typer.Exit(1)
+
+    _run(body)
+
+
 @llm_app.command("prompt")
 def llm_prompt(
     text: Annotated[str, typer.Argument(help="The prompt.")],
@@ -385,6 +457,18 @@ def llm_prompt(
             print()
 
     _run(body)
+
+
+@bench_app.command("agent")
+def bench_agent(
+    turns: Annotated[int, typer.Option(min=1, max=500, help="Turns for the overhead measurement.")] = 20,
+    embedded: Annotated[bool, typer.Option(help="Also time the embedded model.")] = True,
+    fanout: Annotated[int, typer.Option(min=0, max=155, help="FanOutQA questions to decompose.")] = 20,
+) -> None:
+    """Graph overhead, parallel fan-out, the embedded model's speed, FanOutQA decomposition recall."""
+    from evals.bench_agent import run_agent_benchmark
+
+    _run(lambda: run_agent_benchmark(_settings(), turns=turns, embedded=embedded, fanout_questions=fanout))
 
 
 @bench_app.command("retrieval")

@@ -63,6 +63,26 @@ class Settings(BaseSettings):
     llm_context_tokens: int = Field(default=4096, ge=512, le=131072)
     llm_timeout_s: float = Field(default=120.0, gt=0)
     llm_max_retries: int = Field(default=3, ge=0, le=10)
+    llm_json_mode: Literal["auto", "json_schema", "json_object"] = "auto"
+    prompt_cost_per_1m: float = Field(default=0.0, ge=0)
+    completion_cost_per_1m: float = Field(default=0.0, ge=0)
+
+    # The agent: one switch per technique (the rungs of the ladder), and hard bounds.
+    use_fewshot: bool = True
+    use_retrieval: bool = True
+    use_hyde: bool = False
+    use_rerank: bool = False
+    use_decompose: bool = True
+    use_fact_check: bool = True
+    research_mode: Literal["retrieve", "react_json", "react_native"] = "retrieve"
+    max_sub_questions: int = Field(default=4, ge=1, le=10)
+    max_tool_calls: int = Field(default=3, ge=0, le=10)
+    max_model_calls: int = Field(default=24, ge=1, le=200)
+    max_revisions: int = Field(default=1, ge=0, le=3)
+    passages_per_question: int = Field(default=4, ge=1, le=20)
+    answer_max_tokens: int = Field(default=400, ge=16, le=8192)
+    draft_context_tokens: int | None = Field(default=None, ge=100)
+    max_question_tokens: int = Field(default=1000, ge=16)
     embedding_model: str = "all-MiniLM-L6-v2"
     embedding_batch_size: int = Field(default=64, ge=1, le=4096)
     embedding_threads: int = Field(default=0, ge=0, le=256)

@@ -82,3 +82,28 @@ def load_pubmedqa(path: Path | None = None) -> RetrievalDataset:
         queries[pmid] = item["QUESTION"]
         qrels[pmid] = {pmid: 1}
     return RetrievalDataset(name="pubmedqa", documents=documents, queries=queries, qrels=qrels)
+
+
+@dataclass
+class DecompositionItem:
+    id: str
+    question: str
+    gold: list[str]
+    independent: list[bool]  # a gold sub-question that needs no earlier answer
+
+
+def load_fanoutqa(path: Path | None = None) -> list[DecompositionItem]:
+    """FanOutQA dev: multi-part questions with their gold top-level decomposition (CC BY-SA 4.0)."""
+    path = path or shared_data_dir() / "fanoutqa" / "fanout_dev_part.json"
+    items = []
+    for raw in json.loads(path.read_text(encoding="utf-8")):
+        parts = raw.get("decomposition") or []
+        items.append(
+            DecompositionItem(
+                id=raw["id"],
+                question=raw["question"],
+                gold=[p["question"] for p in parts],
+                independent=[not p.get("depends_on") for p in parts],
+            )
+        )
+    return items

@@ -15,7 +15,7 @@ from openai import OpenAI
 from agent.config import Settings
 from agent.llm import ModelConfigError, local_threads, open_chat_endpoint, remote_model_name
 from agent.local_model import KNOWN_MODELS, LocalModelError, LocalModelServer, ModelWeights, assemble
-from tests.scripted_openai import ScriptedOpenAI
+from evals.scripted_server import ScriptedOpenAI
 
 
 def fake_weights(tmp_path: Path, parts: list[bytes]) -> tuple[ModelWeights, list[Path]]:

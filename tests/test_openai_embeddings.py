@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evals.scripted_server import DIMENSION, ScriptedOpenAI, bag_of_words_vector
 from knowledge.base import KnowledgeBase
 from knowledge.chunking import ChunkingConfig
 from knowledge.embeddings import EmbeddingConfig, EmbeddingError, OpenAIEmbedder, load_embedder
 from knowledge.store import CollectionError
-from tests.scripted_openai import DIMENSION, ScriptedOpenAI, bag_of_words_vector
 
 
 def test_vectors_come_back_in_order_normalised_and_batched() -> None:

@@ -1,0 +1,75 @@
+"""The graph's state: plain dicts that a checkpointer can store."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+
+class Passage(TypedDict):
+    chunk_id: int
+    doc_id: str
+    title: str
+    text: str
+    score: float
+
+
+class Research(TypedDict):
+    index: int
+    sub_question: str
+    passages: list[Passage]
+    searches: list[str]
+
+
+class Verdict(TypedDict):
+    claim: str
+    supported: bool
+    evidence: list[int]
+
+
+def research_reducer(old: list[Research] | None, new: list[Research] | None) -> list[Research]:
+    """Append research results; ``None`` starts a new turn with none."""
+    if new is None:
+        return []
+    return [*(old or []), *new]
+
+
+def usage_reducer(old: dict[str, int] | None, new: dict[str, int] | None) -> dict[str, int]:
+    """Sum token counts; ``None`` resets them for a new turn."""
+    if new is None:
+        return {}
+    out = dict(old or {})
+    for key, value in new.items():
+        out[key] = out.get(key, 0) + int(value)
+    return out
+
+
+def list_reset_reducer(old: list[Any] | None, new: list[Any] | None) -> list[Any]:
+    if new is None:
+        return []
+    return [*(old or []), *new]
+
+
+class TurnState(TypedDict, total=False):
+    """One conversation thread; per-turn fields are reset by the classify node."""
+
+    question: str
+    route: str
+    sub_questions: list[str]
+    research: Annotated[list[Research], research_reducer]
+    draft: str
+    fact_check: list[Verdict]
+    revised: bool
+    answer: str
+    citations: list[dict[str, Any]]
+    usage: Annotated[dict[str, int], usage_reducer]
+    events: Annotated[list[dict[str, Any]], list_reset_reducer]
+    errors: Annotated[list[str], list_reset_reducer]
+    history: Annotated[list[dict[str, str]], operator.add]
+
+
+class ResearchTask(TypedDict):
+    """What one parallel research branch receives."""
+
+    index: int
+    sub_question: str

@@ -1,0 +1,1 @@
+"""One module per step of the graph; agent/graph.py wires them."""

@@ -1,0 +1,178 @@
+"""Run one turn of a conversation through the graph and return what every face needs.
+
+The thread's state is checkpointed in Postgres (langgraph-checkpoint-postgres), so a conversation
+survives a restart. Failures (model endpoint down, budget exhausted, a loop bound) end the turn
+with a clear message and whatever partial answer exists, never a traceback or a hang.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from langgraph.checkpoint.postgres import PostgresSaver
+from langgraph.errors import GraphRecursionError
+from psycopg import Connection
+from psycopg.rows import dict_row
+
+from agent.config import Settings
+from agent.context import Limits, Switches, TurnContext
+from agent.graph import build_graph
+from agent.model_calls import BudgetExceeded, ModelCaller
+from knowledge.base import KnowledgeBase
+from knowledge.tokens import count_tokens
+
+RECURSION_LIMIT = 40  # supersteps per turn; the graph needs 7 plus one per sub-question
+Event = dict[str, Any]
+
+
+class QuestionError(ValueError):
+    """The question cannot be asked as it is (empty, or over the token budget)."""
+
+
+@dataclass
+class TurnRequest:
+    question: str
+    collection: str
+    thread_id: str | None = None
+    switches: dict[str, bool] | None = None
+
+
+def check_question(question: str, settings: Settings) -> str:
+    """The question, stripped; a clear error when it is empty or too long for the budget."""
+    text = question.strip()
+    if not text:
+        raise QuestionError("the question is empty")
+    tokens = count_tokens(text)
+    if tokens > settings.max_question_tokens:
+        raise QuestionError(
+            f"the question is {tokens} tokens long; the limit is {settings.max_question_tokens} "
+            "(LADDER_MAX_QUESTION_TOKENS): shorten it or ingest the text as a document and ask about it"
+        )
+    return text
+
+
+@contextmanager
+def open_checkpointer(url: str) -> Iterator[PostgresSaver]:
+    """A Postgres checkpointer on its own connection, its tables created on first use."""
+    with Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row) as conn:  # type: ignore[arg-type]
+        saver = PostgresSaver(conn)  # type: ignore[arg-type]
+        saver.setup()
+        yield saver
+
+
+class Agent:
+    """The compiled graph with its checkpointer, the knowledge base and a model endpoint."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        kb: KnowledgeBase | None,
+        client: openai.OpenAI,
+        model: str,
+        checkpointer: Any,
+        *,
+        json_mode: str = "json_schema",
+        embedded: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.kb = kb
+        self.client = client
+        self.model = model
+        self.json_mode = json_mode
+        self.embedded = embedded
+        self.graph = build_graph(checkpointer)
+
+    def ask(self, request: TurnRequest, on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
+        """Run a turn; stream events to ``on_event``; return the answer with citations and checks."""
+        settings = self.settings
+        question = check_question(request.question, settings)
+        switches = Switches.from_settings(settings, request.switches)
+        caller = ModelCaller(
+            self.client,
+            self.model,
+            max_calls=settings.max_model_calls,
+            json_mode=self.json_mode,  # type: ignore[arg-type]
+            max_tokens=settings.answer_max_tokens,
+        )
+        context = TurnContext(
+            caller=caller,
+            kb=self.kb,
+            collection=request.collection,
+            switches=switches,
+            limits=Limits.from_settings(settings, embedded=self.embedded),
+            search_mode=settings.search_mode,
+            research_mode=settings.research_mode,
+        )
+        thread_id = request.thread_id or uuid.uuid4().hex
+        turn_id = uuid.uuid4().hex
+        config = {"configurable": {"thread_id": thread_id}, "recursion_limit": RECURSION_LIMIT}
+        fresh = {
+            "question": question,
+            "route": "",
+            "sub_questions": [],
+            "research": None,
+            "draft": "",
+            "fact_check": [],
+            "revised": False,
+            "answer": "",
+            "citations": [],
+            "usage": None,
+            "events": None,
+            "errors": None,
+        }
+        final: dict[str, Any] = {}
+        error: str | None = None
+        try:
+            for mode, chunk in self.graph.stream(fresh, config, context=context, stream_mode=["custom", "values"]):
+                if mode == "custom" and on_event is not None:
+                    on_event(chunk)
+                elif mode == "values":
+                    final = chunk
+        except BudgetExceeded as exc:
+            error = f"{exc}; the answer may be incomplete"
+        except GraphRecursionError:
+            error = f"the turn took more than {RECURSION_LIMIT} steps and was stopped"
+        except openai.APIStatusError as exc:
+            error = f"the model endpoint answered {exc.status_code}: {_short(exc)}"
+        except openai.APIConnectionError as exc:
+            error = f"the model endpoint could not be reached ({_short(exc)}); check OPENAI_BASE_URL or the local model"
+        except openai.OpenAIError as exc:
+            error = f"the model call failed: {_short(exc)}"
+        if error is not None:
+            final = {**final, **self._partial(thread_id)}
+        answer = final.get("answer") or final.get("draft") or ""
+        if error is not None and not answer:
+            answer = f"I could not answer: {error}."
+        result = {
+            "answer": answer,
+            "citations": [{"doc_id": c["doc_id"], "chunk_id": c["chunk_id"]} for c in final.get("citations") or []],
+            "sub_questions": final.get("sub_questions") or [],
+            "fact_check": final.get("fact_check") or [],
+            "revised": bool(final.get("revised")),
+            "usage": caller.usage(settings.prompt_cost_per_1m, settings.completion_cost_per_1m),
+            "switches": switches.as_dict(),
+            "turn_id": turn_id,
+            "thread_id": thread_id,
+            "errors": list(final.get("errors") or []),
+        }
+        if error is not None:
+            result["error"] = error
+        return result
+
+    def _partial(self, thread_id: str) -> dict[str, Any]:
+        """The last checkpointed state of the thread, for a partial answer after a failure."""
+        try:
+            snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+        except Exception:  # a failing checkpointer must not hide the original error
+            return {}
+        return dict(snapshot.values or {})
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]
