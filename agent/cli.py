@@ -240,6 +240,27 @@ def collections(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--jso
     _run(body)
 
 
+@collections_app.command("describe")
+def collections_describe(
+    name: Annotated[str, typer.Argument(help="The collection.")],
+    description: Annotated[str, typer.Argument(help="What its documents are about, in a sentence.")],
+) -> None:
+    """Say what a collection is about; the agent adds it to its prompts for questions about it."""
+
+    def body() -> None:
+        from knowledge.db import Database
+        from knowledge.store import describe_collection
+
+        with Database(_settings().database_config()) as db, db.connection() as conn:
+            found = describe_collection(conn, name, description)
+        if not found:
+            err.print(f"error: no collection named {name!r}", style="red", highlight=False, markup=False)
+            raise typer.Exit(1)
+        out.print(f"{name}: {description.strip()}", highlight=False, markup=False)
+
+    _run(body)
+
+
 @collections_app.command("drop")
 def collections_drop(
     name: Annotated[str, typer.Argument(help="The collection to delete.")],

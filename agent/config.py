@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     use_retrieval: bool = True
     use_hyde: bool = False
     use_rerank: bool = False
+    rerank_method: Literal["llm", "mmr", "cross_encoder"] = "llm"
+    cross_encoder_path: Path | None = None
+    mmr_lambda: float = Field(default=0.7, ge=0, le=1)
     use_decompose: bool = True
     use_fact_check: bool = True
     research_mode: Literal["retrieve", "react_json", "react_native"] = "retrieve"
@@ -123,6 +126,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens ({self.chunk_tokens})"
             )
+        if self.rerank_method == "cross_encoder" and self.cross_encoder_path is None:
+            raise ValueError("rerank_method cross_encoder needs LADDER_CROSS_ENCODER_PATH (a local model folder)")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("db_pool_min must not exceed db_pool_max")
         return self

@@ -99,4 +99,7 @@ class TurnContext:
     limits: Limits
     search_mode: str = "hybrid"
     research_mode: str = "retrieve"
+    rerank_method: str = "llm"
+    mmr_lambda: float = 0.7
+    cross_encoder_path: str | None = None
     started: float = field(default_factory=time.perf_counter)

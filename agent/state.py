@@ -55,6 +55,7 @@ class TurnState(TypedDict, total=False):
 
     question: str
     route: str
+    domain: str
     sub_questions: list[str]
     research: Annotated[list[Research], research_reducer]
     draft: str

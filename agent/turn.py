@@ -107,6 +107,9 @@ class Agent:
             limits=Limits.from_settings(settings, embedded=self.embedded),
             search_mode=settings.search_mode,
             research_mode=settings.research_mode,
+            rerank_method=settings.rerank_method,
+            mmr_lambda=settings.mmr_lambda,
+            cross_encoder_path=str(settings.cross_encoder_path) if settings.cross_encoder_path else None,
         )
         thread_id = request.thread_id or uuid.uuid4().hex
         turn_id = uuid.uuid4().hex
@@ -114,6 +117,7 @@ class Agent:
         fresh = {
             "question": question,
             "route": "",
+            "domain": "",
             "sub_questions": [],
             "research": None,
             "draft": "",
@@ -137,6 +141,11 @@ class Agent:
             error = f"{exc}; the answer may be incomplete"
         except GraphRecursionError:
             error = f"the turn took more than {RECURSION_LIMIT} steps and was stopped"
+        except openai.APITimeoutError:
+            error = (
+                f"the model endpoint did not answer within {self.client.timeout} s (LADDER_LLM_TIMEOUT_S)"
+                f" after {self.client.max_retries} retries"
+            )
         except openai.APIStatusError as exc:
             error = f"the model endpoint answered {exc.status_code}: {_short(exc)}"
         except openai.APIConnectionError as exc:

@@ -11,7 +11,7 @@ from knowledge.db import Database
 from knowledge.embeddings import Embedder
 from knowledge.ingest import Ingestor, IngestReport
 from knowledge.search import QueryTransform, Reranker, SearchConfig, Searcher, SearchHit, SearchRequest
-from knowledge.store import list_collections
+from knowledge.store import get_collection, list_collections
 
 
 class KnowledgeBase:
@@ -60,3 +60,9 @@ class KnowledgeBase:
     def collections(self) -> list[dict[str, Any]]:
         with self.db.connection() as conn:
             return list_collections(conn)
+
+    def description(self, collection: str) -> str:
+        """What the collection is about ('' when unset or when there is no such collection)."""
+        with self.db.connection() as conn:
+            found = get_collection(conn, collection)
+        return found.description if found else ""

@@ -28,6 +28,7 @@ class Collection:
     name: str
     embedding_model: str
     dimension: int
+    description: str = ""
 
     @property
     def hnsw_index(self) -> str:
@@ -40,7 +41,7 @@ class Collection:
 
 def get_collection(conn: psycopg.Connection, name: str) -> Collection | None:
     row = conn.execute(
-        "SELECT id, name, embedding_model, dimension FROM collections WHERE name = %s", (name,)
+        "SELECT id, name, embedding_model, dimension, description FROM collections WHERE name = %s", (name,)
     ).fetchone()
     return Collection(*row) if row else None
 
@@ -49,13 +50,13 @@ def list_collections(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """Every collection with its document and chunk counts."""
     rows = conn.execute(
         """
-        SELECT c.name, c.embedding_model, c.dimension,
+        SELECT c.name, c.embedding_model, c.dimension, c.description,
                (SELECT count(*) FROM documents d WHERE d.collection_id = c.id),
                (SELECT count(*) FROM chunks k WHERE k.collection_id = c.id), c.created_at
         FROM collections c ORDER BY c.name
         """
     ).fetchall()
-    keys = ("name", "embedding_model", "dimension", "documents", "chunks", "created_at")
+    keys = ("name", "embedding_model", "dimension", "description", "documents", "chunks", "created_at")
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
@@ -288,3 +289,10 @@ def delete_documents_outside(conn: psycopg.Connection, name: str, root: str) -> 
             (name, root.rstrip("/") + "/"),
         )
     return cur.rowcount
+
+
+def describe_collection(conn: psycopg.Connection, name: str, description: str) -> bool:
+    """Set what a collection is about; False if there is no such collection."""
+    with conn.transaction():
+        cur = conn.execute("UPDATE collections SET description = %s WHERE name = %s", (description.strip()[:500], name))
+    return cur.rowcount == 1

@@ -404,3 +404,50 @@ def test_routing_by_labelled_examples(embedder, question: str, route: str) -> No
     from agent.steps.classify import route_for
 
     assert route_for(question, embedder) == route
+
+
+def test_a_slow_endpoint_times_out_with_a_clear_message(kb: KnowledgeBase, corpus: str, model) -> None:
+    with ScriptedOpenAI(chat=model, delay_s=2.0) as slow, open_checkpointer(kb.db.url) as checkpointer:
+        settings = Settings(openai_base_url=slow.base_url, chat_model="scripted", llm_max_retries=0)
+        client = openai.OpenAI(api_key="k", base_url=slow.base_url, max_retries=0, timeout=0.5)
+        agent = Agent(settings, kb, client, "scripted", checkpointer)
+        result, _ = ask(agent, "How long do refunds take?", corpus)
+    assert "did not answer within 0.5 s" in result["error"]
+    assert result["answer"].startswith("I could not answer")
+
+
+def test_mmr_rerank_needs_no_model_call(kb: KnowledgeBase, corpus: str, server, model: ScriptedModel) -> None:
+    for agent in make_agent(kb, server, rerank_method="mmr"):
+        result, events = ask(agent, "How long do refunds take?", corpus, switches={"rerank": True})
+    assert model.calls["rerank"] == 0
+    assert [e.get("method") for e in events if e.get("step") == "rerank"] == ["mmr"]
+    assert "error" not in result
+
+
+def test_cross_encoder_rerank(kb: KnowledgeBase, corpus: str, server, model, cross_encoder_dir: str) -> None:
+    for agent in make_agent(kb, server, rerank_method="cross_encoder", cross_encoder_path=cross_encoder_dir):
+        result, events = ask(agent, "How long do refunds take?", corpus, switches={"rerank": True})
+    assert model.calls["rerank"] == 0 and "error" not in result
+    assert [e.get("method") for e in events if e.get("step") == "rerank"] == ["cross_encoder"]
+
+
+def test_cross_encoder_needs_a_path() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="LADDER_CROSS_ENCODER_PATH"):
+        Settings(rerank_method="cross_encoder")
+
+
+def test_the_collection_domain_conditions_the_prompts(agent: Agent, corpus: str, model: ScriptedModel) -> None:
+    from knowledge.store import describe_collection
+
+    ask(agent, "How long do refunds take?", corpus)
+    assert "The documents are about" not in model.bodies["draft"][-1]["messages"][0]["content"]
+    with agent.kb.db.connection() as conn:
+        assert describe_collection(conn, corpus, "the customer service handbook of a web shop")
+        assert not describe_collection(conn, "no-such-collection", "x")
+    _result, events = ask(agent, "How long do refunds take?", corpus)
+    for step in ("draft", "fact_check"):
+        assert "about: the customer service handbook of a web shop" in model.bodies[step][-1]["messages"][0]["content"]
+    classify = next(e for e in events if e.get("step") == "classify" and e["status"] == "end")
+    assert classify["domain"] == "the customer service handbook of a web shop"

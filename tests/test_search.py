@@ -192,3 +192,45 @@ def test_bm25_prefers_rare_terms(any_kb: KnowledgeBase, collection: str, tmp_pat
     any_kb.ingest([path], collection, progress=False)
     hits = any_kb.search("report aardvark", collection, k=3, mode="keyword")
     assert hits[0].doc_id == "rare"
+
+
+def test_mmr_prefers_diverse_passages() -> None:
+    import numpy as np
+
+    from knowledge.search import mmr_order
+
+    query = np.array([1.0, 0.0, 0.0])
+    near_duplicate_a = np.array([0.9, 0.1, 0.0])
+    near_duplicate_b = np.array([0.89, 0.12, 0.0])
+    different = np.array([0.6, 0.0, 0.8])
+    vectors = np.stack([v / np.linalg.norm(v) for v in (near_duplicate_a, near_duplicate_b, different)])
+    assert mmr_order(query, vectors, lambda_=1.0) == [0, 1, 2]  # pure relevance
+    assert mmr_order(query, vectors, lambda_=0.5) == [0, 2, 1]  # the near-duplicate waits
+    assert mmr_order(query, np.zeros((0, 3))) == []
+
+
+def test_mmr_reranker_in_the_pipeline(facts) -> None:
+    from knowledge.search import MMRReranker, SearchRequest
+
+    kb, collection = facts
+    searcher = Searcher(kb.db, kb.embedder, rerankers=[MMRReranker(kb.db, kb.embedder, 0.7)])
+    hits = searcher.search(SearchRequest("ocean tides and the moon", collection, k=4))
+    assert hits[0].doc_id == "tides" and len({h.chunk_id for h in hits}) == 4
+
+
+def test_cross_encoder_reranker_orders_by_its_scores(facts, cross_encoder_dir: str) -> None:
+    from knowledge.search import SearchRequest, load_cross_encoder
+
+    kb, collection = facts
+    reranker = load_cross_encoder(cross_encoder_dir)
+    assert load_cross_encoder(cross_encoder_dir) is reranker  # loaded once
+    hits = Searcher(kb.db, kb.embedder, rerankers=[reranker]).search(SearchRequest("tides", collection, k=6))
+    expected = reranker.scores("tides", [h.text for h in hits])
+    assert [h.score for h in hits] == sorted(expected, reverse=True)
+
+
+def test_a_missing_cross_encoder_is_a_clear_error(tmp_path: Path) -> None:
+    from knowledge.search import CrossEncoderReranker
+
+    with pytest.raises(SearchError, match="cannot load the cross-encoder"):
+        CrossEncoderReranker(str(tmp_path / "nothing-here"))

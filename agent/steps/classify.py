@@ -67,5 +67,8 @@ def classify(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
     with step(runtime, "classify") as result:
         embedder = ctx.kb.embedder if ctx.kb is not None else None
         route = route_for(state["question"], embedder)
+        domain = ctx.kb.description(ctx.collection) if ctx.kb is not None else ""
         result["route"] = route
-    return {"route": route}
+        if domain:
+            result["domain"] = domain
+    return {"route": route, "domain": domain}

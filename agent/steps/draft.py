@@ -27,8 +27,12 @@ def draft_messages(state: TurnState, ctx: TurnContext, passages: list[Passage]) 
     question = state["question"]
     subs = state.get("sub_questions") or [question]
     if not ctx.switches.retrieval:  # the baseline rung: the model alone
-        return [{"role": "system", "content": prompts.SYSTEM}, {"role": "user", "content": question}]
-    messages: list[dict[str, Any]] = [{"role": "system", "content": f"{prompts.SYSTEM}\n\n{prompts.DRAFT}"}]
+        return [
+            {"role": "system", "content": prompts.system(state.get("domain", ""))},
+            {"role": "user", "content": question},
+        ]
+    system = prompts.system(state.get("domain", ""))
+    messages: list[dict[str, Any]] = [{"role": "system", "content": f"{system}\n\n{prompts.DRAFT}"}]
     if ctx.switches.fewshot:
         example_q, example_a = prompts.DRAFT_EXAMPLE
         messages += [{"role": "user", "content": example_q}, {"role": "assistant", "content": example_a}]

@@ -28,7 +28,7 @@ def fact_check(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any
     errors: list[str] = []
     with step(runtime, "fact_check") as result:
         messages = [
-            {"role": "system", "content": f"{prompts.SYSTEM}\n\n{prompts.FACT_CHECK}"},
+            {"role": "system", "content": f"{prompts.system(state.get('domain', ''))}\n\n{prompts.FACT_CHECK}"},
             {"role": "user", "content": f"{numbered(passages)}\n\nAnswer to check:\n{draft}"},
         ]
         try:
@@ -60,7 +60,10 @@ def fact_check(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any
             revised = ctx.caller.text(
                 "revise",
                 [
-                    {"role": "system", "content": f"{prompts.SYSTEM}\n\n{prompts.REVISE}\n{listed}"},
+                    {
+                        "role": "system",
+                        "content": f"{prompts.system(state.get('domain', ''))}\n\n{prompts.REVISE}\n{listed}",
+                    },
                     {"role": "user", "content": f"{numbered(passages)}\n\nAnswer:\n{draft}"},
                 ],
                 max_tokens=ctx.limits.answer_max_tokens,

@@ -18,7 +18,7 @@ from agent.context import TurnContext
 from agent.model_calls import MalformedReply
 from agent.state import Passage, Research, ResearchTask
 from agent.steps.common import emit, numbered, step
-from knowledge.search import SearchHit, rrf_fuse
+from knowledge.search import MMRReranker, SearchHit, load_cross_encoder, rrf_fuse
 from tools.knowledge import NAME as SEARCH_TOOL
 from tools.knowledge import SCHEMA as SEARCH_SCHEMA
 from tools.knowledge import ToolArgumentError, format_passages, parse_arguments
@@ -165,9 +165,23 @@ class _Researcher:
         return numbered(hits) if hits else "No passages matched."
 
     def rerank(self) -> None:
-        """Grade the candidates with the model in one call; keep the relevant ones first."""
+        """Reorder the candidates: graded by the model in one call, or diversified by MMR."""
         candidates = [self.found[c] for c in self.order]
         if len(candidates) <= 1:
+            return
+        if self.ctx.rerank_method == "cross_encoder" and self.ctx.cross_encoder_path:
+            scores = load_cross_encoder(self.ctx.cross_encoder_path).scores(
+                self.task["sub_question"], [p["text"] for p in candidates]
+            )
+            ranked = sorted(zip(scores, candidates, strict=True), key=lambda pair: -pair[0])
+            self.order = [p["chunk_id"] for _, p in ranked]
+            emit(self.runtime, {"type": "step", "step": "rerank", "status": "end", "method": "cross_encoder"})
+            return
+        if self.ctx.rerank_method == "mmr":
+            assert self.ctx.kb is not None
+            reranker = MMRReranker(self.ctx.kb.db, self.ctx.kb.embedder, self.ctx.mmr_lambda)
+            self.order = reranker.order_ids(self.task["sub_question"], self.order)
+            emit(self.runtime, {"type": "step", "step": "rerank", "status": "end", "method": "mmr"})
             return
         messages = [
             {"role": "system", "content": prompts.RERANK},
