@@ -389,13 +389,20 @@ def ask(
         settings = _settings()
         streamed: list[str] = []
 
+        streaming = [False]
+
         def show(event: dict[str, Any]) -> None:
             if as_json:
                 return
             if event["type"] == "token":
                 streamed.append(event["text"])
+                streaming[0] = True
                 print(event["text"], end="", flush=True)
-            elif event["type"] == "tool":
+                return
+            if streaming[0]:  # end the streamed line before the next step's report
+                print(flush=True)
+                streaming[0] = False
+            if event["type"] == "tool":
                 ids = ", ".join(str(r["chunk_id"]) for r in event["result"])
                 err.print(
                     f"  ↳ {event['name']}({event['arguments']['query']!r}) → [{ids}]", highlight=False, markup=False
@@ -414,7 +421,7 @@ def ask(
         if as_json:
             print(json.dumps(result, ensure_ascii=False))
         else:
-            if streamed:
+            if streaming[0]:
                 print()
             if result["revised"] or not streamed:
                 print(("\n[revised after fact-check]\n" if result["revised"] else "") + result["answer"])

@@ -355,6 +355,16 @@ def test_ask_cli_json(embedded_db, kb: KnowledgeBase, corpus: str, server, model
     assert set(result) >= {"answer", "citations", "sub_questions", "fact_check", "usage", "turn_id"}
     assert result["switches"]["rerank"] is True and model.calls["rerank"] == 2
     assert {"prompt_tokens", "completion_tokens"} <= set(result["usage"])
+    plain = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "ask", "How long do refunds take?", "-c", corpus],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.startswith("Fact number 1 is stated [1].") and "✓" in plain.stdout
+    assert "search_knowledge('How long do refunds take?')" in plain.stderr and "· draft" in plain.stderr
     bad = subprocess.run(
         [sys.executable, "-m", "agent.cli", "ask", "x", "--set", "turbo=on"],
         env=env,
