@@ -82,6 +82,21 @@ class ModelCaller:
                 {"step": step, "prompt_tokens": prompt, "completion_tokens": completion, "estimated": estimated}
             )
 
+    def _complete(self, step: str, messages: list[dict[str, Any]], max_tokens: int | None, **extra: Any) -> Any:
+        """One non-streamed call within the budget, recorded; returns the assistant message."""
+        self._reserve()
+        started = time.perf_counter()
+        response = self.client.chat.completions.create(
+            model=self.model,
+            messages=messages,  # type: ignore[arg-type]
+            temperature=0,
+            max_tokens=max_tokens or self.max_tokens,
+            **extra,
+        )
+        message = response.choices[0].message
+        self._record(step, messages, message.content or "", response.usage, started)
+        return message
+
     def text(
         self,
         step: str,
@@ -91,22 +106,20 @@ class ModelCaller:
         on_token: Callable[[str], None] | None = None,
     ) -> str:
         """A plain text reply; with ``on_token`` the reply is streamed piece by piece."""
+        if on_token is None:
+            return self._complete(step, messages, max_tokens).content or ""
         self._reserve()
         started = time.perf_counter()
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": 0,
-            "max_tokens": max_tokens or self.max_tokens,
-        }
-        if on_token is None:
-            response = self.client.chat.completions.create(**kwargs)
-            reply = response.choices[0].message.content or ""
-            self._record(step, messages, reply, response.usage, started)
-            return reply
         parts: list[str] = []
         usage = None
-        stream = self.client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
+        stream = self.client.chat.completions.create(
+            model=self.model,
+            messages=messages,  # type: ignore[arg-type]
+            temperature=0,
+            max_tokens=max_tokens or self.max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         for chunk in stream:
             if getattr(chunk, "usage", None) is not None:
                 usage = chunk.usage
@@ -121,18 +134,7 @@ class ModelCaller:
 
     def chat(self, step: str, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]]) -> Any:
         """One call offering native tools; returns the assistant message (content and tool_calls)."""
-        self._reserve()
-        started = time.perf_counter()
-        response = self.client.chat.completions.create(
-            model=self.model,
-            messages=messages,  # type: ignore[arg-type]
-            temperature=0,
-            max_tokens=self.max_tokens,
-            tools=tools,  # type: ignore[arg-type]
-        )
-        message = response.choices[0].message
-        self._record(step, messages, message.content or "", response.usage, started)
-        return message
+        return self._complete(step, messages, None, tools=tools)
 
     def json(self, step: str, messages: list[dict[str, Any]], model: type[T], *, max_tokens: int | None = None) -> T:
         """A reply parsed into ``model``; one re-ask with the error, then MalformedReply."""
@@ -147,17 +149,7 @@ class ModelCaller:
         attempt_messages = list(messages)
         error = ""
         for _ in range(2):
-            self._reserve()
-            started = time.perf_counter()
-            response = self.client.chat.completions.create(
-                model=self.model,
-                messages=attempt_messages,  # type: ignore[arg-type]
-                temperature=0,
-                max_tokens=max_tokens or self.max_tokens,
-                response_format=response_format,  # type: ignore[arg-type]
-            )
-            reply = response.choices[0].message.content or ""
-            self._record(step, attempt_messages, reply, response.usage, started)
+            reply = self._complete(step, attempt_messages, max_tokens, response_format=response_format).content or ""
             try:
                 return model.model_validate(json.loads(_strip_fences(reply)))
             except (json.JSONDecodeError, ValidationError) as exc:

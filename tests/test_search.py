@@ -197,7 +197,7 @@ def test_bm25_prefers_rare_terms(any_kb: KnowledgeBase, collection: str, tmp_pat
 def test_mmr_prefers_diverse_passages() -> None:
     import numpy as np
 
-    from knowledge.search import mmr_order
+    from knowledge.rerank import mmr_order
 
     query = np.array([1.0, 0.0, 0.0])
     near_duplicate_a = np.array([0.9, 0.1, 0.0])
@@ -210,7 +210,8 @@ def test_mmr_prefers_diverse_passages() -> None:
 
 
 def test_mmr_reranker_in_the_pipeline(facts) -> None:
-    from knowledge.search import MMRReranker, SearchRequest
+    from knowledge.rerank import MMRReranker
+    from knowledge.search import SearchRequest
 
     kb, collection = facts
     searcher = Searcher(kb.db, kb.embedder, rerankers=[MMRReranker(kb.db, kb.embedder, 0.7)])
@@ -219,7 +220,8 @@ def test_mmr_reranker_in_the_pipeline(facts) -> None:
 
 
 def test_cross_encoder_reranker_orders_by_its_scores(facts, cross_encoder_dir: str) -> None:
-    from knowledge.search import SearchRequest, load_cross_encoder
+    from knowledge.rerank import load_cross_encoder
+    from knowledge.search import SearchRequest
 
     kb, collection = facts
     reranker = load_cross_encoder(cross_encoder_dir)
@@ -230,7 +232,7 @@ def test_cross_encoder_reranker_orders_by_its_scores(facts, cross_encoder_dir: s
 
 
 def test_a_missing_cross_encoder_is_a_clear_error(tmp_path: Path) -> None:
-    from knowledge.search import CrossEncoderReranker
+    from knowledge.rerank import CrossEncoderReranker
 
     with pytest.raises(SearchError, match="cannot load the cross-encoder"):
         CrossEncoderReranker(str(tmp_path / "nothing-here"))

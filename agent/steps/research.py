@@ -18,7 +18,8 @@ from agent.context import TurnContext
 from agent.model_calls import MalformedReply
 from agent.state import Passage, Research, ResearchTask
 from agent.steps.common import emit, numbered, step
-from knowledge.search import MMRReranker, SearchHit, load_cross_encoder, rrf_fuse
+from knowledge.rerank import MMRReranker, load_cross_encoder
+from knowledge.search import SearchHit, rrf_fuse
 from tools.knowledge import NAME as SEARCH_TOOL
 from tools.knowledge import SCHEMA as SEARCH_SCHEMA
 from tools.knowledge import ToolArgumentError, format_passages, parse_arguments
