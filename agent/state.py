@@ -34,16 +34,6 @@ def research_reducer(old: list[Research] | None, new: list[Research] | None) -> 
     return [*(old or []), *new]
 
 
-def usage_reducer(old: dict[str, int] | None, new: dict[str, int] | None) -> dict[str, int]:
-    """Sum token counts; ``None`` resets them for a new turn."""
-    if new is None:
-        return {}
-    out = dict(old or {})
-    for key, value in new.items():
-        out[key] = out.get(key, 0) + int(value)
-    return out
-
-
 def list_reset_reducer(old: list[Any] | None, new: list[Any] | None) -> list[Any]:
     if new is None:
         return []
@@ -63,8 +53,6 @@ class TurnState(TypedDict, total=False):
     revised: bool
     answer: str
     citations: list[dict[str, Any]]
-    usage: Annotated[dict[str, int], usage_reducer]
-    events: Annotated[list[dict[str, Any]], list_reset_reducer]
     errors: Annotated[list[str], list_reset_reducer]
     history: Annotated[list[dict[str, str]], operator.add]
 

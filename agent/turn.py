@@ -125,8 +125,6 @@ class Agent:
             "revised": False,
             "answer": "",
             "citations": [],
-            "usage": None,
-            "events": None,
             "errors": None,
         }
         final: dict[str, Any] = {}

@@ -25,7 +25,6 @@ def fact_check(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any
     passages = context_passages(state, ctx)
     if not ctx.switches.fact_check or not ctx.switches.retrieval or not passages or not draft:
         return {"answer": draft, "fact_check": [], "revised": False}
-    errors: list[str] = []
     with step(runtime, "fact_check") as result:
         messages = [
             {"role": "system", "content": f"{prompts.system(state.get('domain', ''))}\n\n{prompts.FACT_CHECK}"},
@@ -69,6 +68,6 @@ def fact_check(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any
                 max_tokens=ctx.limits.answer_max_tokens,
             ).strip()
         if revised:
-            return {"answer": revised, "fact_check": verdicts, "revised": True, "errors": errors}
+            return {"answer": revised, "fact_check": verdicts, "revised": True}
     marked = draft + "\n\nNot supported by the retrieved passages:\n" + "\n".join(f"- {c}" for c in unsupported)
-    return {"answer": marked, "fact_check": verdicts, "revised": False, "errors": errors}
+    return {"answer": marked, "fact_check": verdicts, "revised": False}
