@@ -38,6 +38,7 @@ class _Researcher:
         self.order: list[int] = []
         self.searches: list[str] = []
         self.errors: list[str] = []
+        self.first_result = ""
 
     @property
     def budget_left(self) -> bool:
@@ -52,6 +53,8 @@ class _Researcher:
         if ctx.switches.hyde:
             hits = self._with_hyde(query, hits, depth)
         self.searches.append(query)
+        if len(self.searches) == 1:
+            self.first_result = format_passages(hits)  # what the ReAct model sees as its first tool result
         for hit in hits:
             if hit.chunk_id not in self.found:
                 self.found[hit.chunk_id] = _passage(hit)
@@ -119,9 +122,9 @@ class _Researcher:
                 "content": "",  # llama.cpp's server rejects content: null
                 "tool_calls": [self._call_record("call_0", self.searches[0])],
             },
-            {"role": "tool", "tool_call_id": "call_0", "content": self._passages_text()},
+            {"role": "tool", "tool_call_id": "call_0", "content": self.first_result},
         ]
-        for turn in range(1, self.ctx.limits.max_tool_calls + 1):
+        for _ in range(self.ctx.limits.max_tool_calls):  # bounded even if every call is refused
             if not self.budget_left:
                 return
             message = self.ctx.caller.chat("research", messages, tools=[SEARCH_SCHEMA])
@@ -143,9 +146,9 @@ class _Researcher:
                 }
             )
             for call in calls:
-                messages.append({"role": "tool", "tool_call_id": call.id, "content": self._run_tool(call, turn)})
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": self._run_tool(call)})
 
-    def _run_tool(self, call: Any, turn: int) -> str:
+    def _run_tool(self, call: Any) -> str:
         if call.function.name != SEARCH_TOOL:
             self.errors.append(f"the model called an unknown tool {call.function.name!r}")
             return f"Error: there is no tool named {call.function.name!r}; the only tool is {SEARCH_TOOL}."
@@ -160,10 +163,6 @@ class _Researcher:
     def _call_record(self, call_id: str, query: str) -> dict[str, Any]:
         arguments = json.dumps({"query": query})
         return {"id": call_id, "type": "function", "function": {"name": SEARCH_TOOL, "arguments": arguments}}
-
-    def _passages_text(self) -> str:
-        hits = [self.found[c] for c in self.order]
-        return numbered(hits) if hits else "No passages matched."
 
     def rerank(self) -> None:
         """Reorder the candidates: graded by the model in one call, or diversified by MMR."""
