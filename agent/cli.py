@@ -51,6 +51,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from knowledge.search import SearchError
     from knowledge.store import CollectionError
     from knowledge.tokens import TokenizerError
+    from tools.sql import DataSourceError
+    from tools.sql_safety import SQLRefused
 
     return (
         DatabaseError,
@@ -63,6 +65,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ModelConfigError,
         OpenAIError,
         QuestionError,
+        DataSourceError,
+        SQLRefused,
     )
 
 
@@ -348,6 +352,61 @@ def db_info(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     _run(body)
 
 
+@db_app.command("add")
+def db_add(
+    name: Annotated[str, typer.Argument(help="A short name for the database.")],
+    url: Annotated[str, typer.Argument(help="postgresql://… or sqlite:///absolute/path.db")],
+) -> None:
+    """Register a database that the SQL tools may read (checked by opening it)."""
+
+    def body() -> None:
+        from knowledge.db import Database, redact_url
+        from tools.sources import add_source
+
+        with Database(_settings().database_config()) as db, db.connection() as conn:
+            add_source(conn, name, url)
+        out.print(f"added {name}: {redact_url(url)}", highlight=False, markup=False)
+
+    _run(body)
+
+
+@db_app.command("sources")
+def db_sources(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the databases the SQL tools may read (passwords hidden)."""
+
+    def body() -> None:
+        from knowledge.db import Database
+        from tools.sources import describe_sources
+
+        settings = _settings()
+        with Database(settings.database_config()) as db, db.connection() as conn:
+            rows = describe_sources(conn, settings.data_sources)
+        if as_json:
+            print(json.dumps(rows))
+        else:
+            for row in rows:
+                out.print(f"{row['name']}: {row['url']}", highlight=False, markup=False)
+
+    _run(body)
+
+
+@db_app.command("remove")
+def db_remove(name: Annotated[str, typer.Argument()]) -> None:
+    """Forget a registered database (the database itself is untouched)."""
+
+    def body() -> None:
+        from knowledge.db import Database
+        from tools.sources import remove_source
+
+        with Database(_settings().database_config()) as db, db.connection() as conn:
+            if not remove_source(conn, name):
+                err.print(f"error: no registered data source named {name!r}", style="red", markup=False)
+                raise typer.Exit(1)
+        out.print(f"removed {name}", highlight=False, markup=False)
+
+    _run(body)
+
+
 @db_app.command("stop")
 def db_stop() -> None:
     """Stop the embedded PostgreSQL server (it starts again on the next command)."""
@@ -433,6 +492,63 @@ def ask(
             if result.get("error"):
                 err.print(f"error: {result['error']}", style="red", highlight=False, markup=False)
         if result.get("error"):
+            raise typer.Exit(1)
+
+    _run(body)
+
+
+@app.command("sql")
+def sql_command(
+    text: Annotated[str, typer.Argument(help="A question in words, or SQL with --raw.")],
+    db: Annotated[str, typer.Option("--db", help="A registered data source.")],
+    raw: Annotated[bool, typer.Option("--raw", help="TEXT is SQL to run as it is (read-only; one SELECT).")] = False,
+    tables: Annotated[bool, typer.Option("--tables", help="List the tables instead.")] = False,
+    attempts: Annotated[int, typer.Option(min=1, max=5, help="Tries, each correcting the last error.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Answer a question from a database (the model writes the SQL), or run read-only SQL with --raw."""
+
+    def body() -> None:
+        from knowledge.db import Database
+        from tools.sources import get_source
+        from tools.sql_writer import query_database
+
+        settings = _settings()
+        with Database(settings.database_config()) as ladder_db, ladder_db.connection() as conn:
+            source = get_source(
+                conn, db, settings.data_sources, timeout_ms=settings.sql_timeout_ms, row_cap=settings.sql_row_cap
+            )
+        if tables:
+            names = source.list_tables()
+            print(json.dumps(names) if as_json else "\n".join(names))
+            return
+        if raw:
+            result, error = source.run_sql(text), None
+            payload: dict[str, Any] = result.to_dict()
+        else:
+            from agent.llm import open_chat_endpoint
+            from agent.model_calls import ModelCaller
+
+            with open_chat_endpoint(settings) as endpoint:
+                mode = settings.llm_json_mode
+                if mode == "auto":
+                    mode = "json_object" if endpoint.embedded else "json_schema"
+                caller = ModelCaller(endpoint.client, endpoint.model, max_calls=attempts, json_mode=mode)  # type: ignore[arg-type]
+                answer = query_database(caller, source, text, max_attempts=attempts)
+            result, error, payload = answer.result, answer.error, answer.to_dict()
+        if as_json:
+            print(json.dumps(payload, ensure_ascii=False, default=str))
+        elif result is not None:
+            table = Table()
+            for column in result.columns:
+                table.add_column(column)
+            for row in result.rows:
+                table.add_row(*("" if v is None else str(v) for v in row))
+            out.print(table)
+            note = f"  (only the first {len(result.rows)} rows)" if result.truncated else ""
+            out.print(f"SQL: {result.sql}{note}", highlight=False, markup=False, soft_wrap=True)
+        if error:
+            err.print(f"error: {error}", style="red", highlight=False, markup=False)
             raise typer.Exit(1)
 
     _run(body)

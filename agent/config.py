@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=60_000, ge=100)
     maintenance_work_mem: str = Field(default="512MB", pattern=r"^[1-9][0-9]*\s*(kB|MB|GB)?$")
 
+    # Structured data (read-only SQL tools)
+    data_sources: dict[str, str] = Field(default_factory=dict)
+    sql_timeout_ms: int = Field(default=10_000, ge=100, le=600_000)
+    sql_row_cap: int = Field(default=200, ge=1, le=100_000)
+
     # Models
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "LADDER_OPENAI_API_KEY")

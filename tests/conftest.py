@@ -92,7 +92,7 @@ def any_kb(any_db: Database, embedder) -> KnowledgeBase:
     return KnowledgeBase(any_db, embedder, chunking=ChunkingConfig(chunk_tokens=64, overlap=8))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is not present")
