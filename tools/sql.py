@@ -73,6 +73,17 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _result(columns: list[str], fetched: list[Any], cap: int, statement: str, started: float) -> QueryResult:
+    """At most ``cap`` rows as JSON-friendly lists; one more fetched row means there were more."""
+    return QueryResult(
+        columns=columns,
+        rows=[[_jsonable(v) for v in row] for row in fetched[:cap]],
+        sql=statement,
+        truncated=len(fetched) > cap,
+        seconds=time.perf_counter() - started,
+    )
+
+
 class PostgresSource:
     """A PostgreSQL database, queried only inside READ ONLY transactions."""
 
@@ -105,13 +116,7 @@ class PostgresSource:
             finally:
                 conn.rollback()
         shown = statement if isinstance(statement, str) else statement.as_string(None)
-        return QueryResult(
-            columns=columns,
-            rows=[[_jsonable(v) for v in row] for row in fetched[:cap]],
-            sql=shown,
-            truncated=len(fetched) > cap,
-            seconds=time.perf_counter() - started,
-        )
+        return _result(columns, fetched, cap, shown, started)
 
     def run_sql(self, text: str) -> QueryResult:
         return self._query(check_sql(text, self.dialect).sql)
@@ -198,13 +203,7 @@ class SQLiteSource:
             raise DataSourceError(f"{type(exc).__name__}: {exc}") from exc
         finally:
             conn.close()
-        return QueryResult(
-            columns=columns,
-            rows=[[_jsonable(v) for v in row] for row in fetched[:cap]],
-            sql=statement,
-            truncated=len(fetched) > cap,
-            seconds=time.perf_counter() - started,
-        )
+        return _result(columns, fetched, cap, statement, started)
 
     def run_sql(self, text: str) -> QueryResult:
         return self._query(check_sql(text, self.dialect).sql)
