@@ -530,10 +530,12 @@ def sql_command(
             from agent.model_calls import ModelCaller
 
             with open_chat_endpoint(settings) as endpoint:
-                mode = settings.llm_json_mode
-                if mode == "auto":
-                    mode = "json_object" if endpoint.embedded else "json_schema"
-                caller = ModelCaller(endpoint.client, endpoint.model, max_calls=attempts, json_mode=mode)  # type: ignore[arg-type]
+                caller = ModelCaller(
+                    endpoint.client,
+                    endpoint.model,
+                    max_calls=attempts,
+                    json_mode=endpoint.json_mode,  # type: ignore[arg-type]
+                )
                 answer = query_database(caller, source, text, max_attempts=attempts)
             result, error, payload = answer.result, answer.error, answer.to_dict()
         if as_json:

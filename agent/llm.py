@@ -32,6 +32,7 @@ class ChatEndpoint:
     model: str
     embedded: bool
     base_url: str
+    json_mode: str = "json_schema"  # how JSON replies are constrained at this endpoint
 
 
 def local_threads(settings: Settings) -> int:
@@ -72,7 +73,8 @@ def open_chat_endpoint(settings: Settings, model: str | None = None) -> Iterator
             timeout=settings.llm_timeout_s,
             max_retries=settings.llm_max_retries,
         )
-        yield ChatEndpoint(client, remote_model_name(settings, model), False, str(client.base_url))
+        mode = "json_schema" if settings.llm_json_mode == "auto" else settings.llm_json_mode
+        yield ChatEndpoint(client, remote_model_name(settings, model), False, str(client.base_url), mode)
         return
     alias = model or settings.local_model
     server = LocalModelServer(
@@ -89,6 +91,8 @@ def open_chat_endpoint(settings: Settings, model: str | None = None) -> Iterator
             timeout=settings.llm_timeout_s,
             max_retries=settings.llm_max_retries,
         )
-        yield ChatEndpoint(client, alias, True, base_url)
+        # llama.cpp's server takes a schema inside json_object; OpenAI-style servers take json_schema.
+        mode = "json_object" if settings.llm_json_mode == "auto" else settings.llm_json_mode
+        yield ChatEndpoint(client, alias, True, base_url, mode)
     finally:
         server.stop()

@@ -32,18 +32,17 @@ def open_knowledge_base(settings: Settings) -> Iterator[KnowledgeBase]:
 @contextmanager
 def open_agent(settings: Settings) -> Iterator[Agent]:
     """The agent on the configured database, knowledge base and chat model; all closed on exit."""
-    with open_knowledge_base(settings) as kb, open_chat_endpoint(settings) as endpoint:
-        json_mode = settings.llm_json_mode
-        if json_mode == "auto":
-            # llama.cpp's server takes a schema inside json_object; OpenAI-style servers take json_schema.
-            json_mode = "json_object" if endpoint.embedded else "json_schema"
-        with open_checkpointer(kb.db.url) as checkpointer:
-            yield Agent(
-                settings,
-                kb,
-                endpoint.client,
-                endpoint.model,
-                checkpointer,
-                json_mode=json_mode,
-                embedded=endpoint.embedded,
-            )
+    with (
+        open_knowledge_base(settings) as kb,
+        open_chat_endpoint(settings) as endpoint,
+        open_checkpointer(kb.db.url) as checkpointer,
+    ):
+        yield Agent(
+            settings,
+            kb,
+            endpoint.client,
+            endpoint.model,
+            checkpointer,
+            json_mode=endpoint.json_mode,
+            embedded=endpoint.embedded,
+        )

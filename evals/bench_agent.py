@@ -38,6 +38,11 @@ FOUR_PARTS = (
 )
 
 
+def _local(settings: Settings) -> Settings:
+    """The same settings with no endpoint configured, so the embedded model serves them."""
+    return settings.model_copy(update={"openai_base_url": None, "openai_api_key": None})
+
+
 def _scripted_agent(kb: KnowledgeBase, settings: Settings, server: ScriptedOpenAI, checkpointer: Any) -> Agent:
     client = openai.OpenAI(api_key="k", base_url=server.base_url, max_retries=0, timeout=60)
     return Agent(settings, kb, client, "scripted", checkpointer)
@@ -51,9 +56,8 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 def bench_overhead(kb: KnowledgeBase, settings: Settings, turns: int) -> dict[str, float]:
     """Turn time with a model that answers instantly: the graph, retrieval and bookkeeping."""
-    scripted = Settings(**{**settings.model_dump(), "openai_base_url": "http://unused", "chat_model": "scripted"})
     with ScriptedOpenAI(chat=ScriptedModel()) as server, open_checkpointer(kb.db.url) as checkpointer:
-        agent = _scripted_agent(kb, scripted, server, checkpointer)
+        agent = _scripted_agent(kb, settings, server, checkpointer)
         agent.ask(TurnRequest(TWO_PARTS, COLLECTION))  # warm-up
         times = [_timed(lambda: agent.ask(TurnRequest(TWO_PARTS, COLLECTION))) * 1000 for _ in range(turns)]
     return {"turns": turns, "p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
@@ -62,10 +66,9 @@ def bench_overhead(kb: KnowledgeBase, settings: Settings, turns: int) -> dict[st
 def bench_fan_out(kb: KnowledgeBase, settings: Settings, delay_s: float = 1.0) -> dict[str, float]:
     """A 4-part question against a 1-part one with a model taking ``delay_s`` per call (rerank on,
     so every research branch calls the model): parallel branches keep the ratio near 1."""
-    scripted = Settings(**{**settings.model_dump(), "openai_base_url": "http://unused", "chat_model": "scripted"})
     switches = {"rerank": True}
     with ScriptedOpenAI(chat=ScriptedModel(), delay_s=delay_s) as server, open_checkpointer(kb.db.url) as saver:
-        agent = _scripted_agent(kb, scripted, server, saver)
+        agent = _scripted_agent(kb, settings, server, saver)
         one = min(_timed(lambda: agent.ask(TurnRequest(ONE_PART, COLLECTION, switches=switches))) for _ in range(2))
         four = min(_timed(lambda: agent.ask(TurnRequest(FOUR_PARTS, COLLECTION, switches=switches))) for _ in range(2))
         calls = agent.ask(TurnRequest(FOUR_PARTS, COLLECTION, switches=switches))["usage"]["model_calls"]
@@ -74,9 +77,11 @@ def bench_fan_out(kb: KnowledgeBase, settings: Settings, delay_s: float = 1.0) -
 
 def bench_embedded(kb: KnowledgeBase, settings: Settings) -> dict[str, Any]:
     """The embedded model end to end: a two-part question, time to first token, tokens per second."""
-    local = Settings(**{**settings.model_dump(), "openai_base_url": None, "openai_api_key": None})
+    local = _local(settings)
     with open_chat_endpoint(local) as endpoint, open_checkpointer(kb.db.url) as checkpointer:
-        agent = Agent(local, kb, endpoint.client, endpoint.model, checkpointer, json_mode="json_object", embedded=True)
+        agent = Agent(
+            local, kb, endpoint.client, endpoint.model, checkpointer, json_mode=endpoint.json_mode, embedded=True
+        )
         started = time.perf_counter()
         first_token: list[float] = []
 
@@ -111,11 +116,11 @@ def bench_embedded(kb: KnowledgeBase, settings: Settings) -> dict[str, Any]:
 def bench_decomposition(kb: KnowledgeBase, settings: Settings, limit: int, threshold: float = 0.8) -> dict[str, Any]:
     """How many FanOutQA gold sub-questions the decomposition recovers (cosine match of embeddings)."""
     items = load_fanoutqa()[:limit]
-    local = Settings(**{**settings.model_dump(), "openai_base_url": None, "openai_api_key": None})
+    local = _local(settings)
     matched = total = matched_independent = total_independent = 0
     seconds: list[float] = []
     with open_chat_endpoint(local) as endpoint:
-        caller = ModelCaller(endpoint.client, endpoint.model, max_calls=10_000, json_mode="json_object")
+        caller = ModelCaller(endpoint.client, endpoint.model, max_calls=10_000, json_mode=endpoint.json_mode)
         for item in items:
             start = time.perf_counter()
             predicted, _ = split_question(caller, item.question, max_parts=10, fewshot=True)

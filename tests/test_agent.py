@@ -388,8 +388,8 @@ def test_the_embedded_model_answers_through_the_graph(kb: KnowledgeBase, corpus:
         use_fact_check=True,
     )
     with open_chat_endpoint(settings) as endpoint, open_checkpointer(kb.db.url) as checkpointer:
-        assert endpoint.embedded
-        agent = Agent(settings, kb, endpoint.client, endpoint.model, checkpointer, json_mode="json_object")
+        assert endpoint.embedded and endpoint.json_mode == "json_object"
+        agent = Agent(settings, kb, endpoint.client, endpoint.model, checkpointer, json_mode=endpoint.json_mode)
         result, events = ask(agent, "How long do refunds take?", corpus)
     assert "error" not in result, result.get("error")
     assert result["answer"].strip()

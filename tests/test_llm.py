@@ -128,3 +128,12 @@ def test_the_embedded_model_answers(tmp_path: Path) -> None:
         process = server._process
     assert "paris" in (reply.choices[0].message.content or "").lower()
     assert process is not None and process.poll() is not None  # stopped on exit
+
+
+def test_endpoints_say_how_to_constrain_json() -> None:
+    with ScriptedOpenAI() as server:
+        with open_chat_endpoint(Settings(openai_base_url=server.base_url, chat_model="m")) as remote:
+            assert remote.json_mode == "json_schema"
+        forced = Settings(openai_base_url=server.base_url, chat_model="m", llm_json_mode="json_object")
+        with open_chat_endpoint(forced) as remote:
+            assert remote.json_mode == "json_object"
