@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
-from agent.config import Settings, get_settings
+from agent import cli_data
+from agent.cli_common import err, load_settings, out, run
 
 app = typer.Typer(
     name="ladder",
@@ -32,62 +30,8 @@ app.add_typer(collections_app, name="collections")
 bench_app = typer.Typer(help="Benchmarks that print ratios against baselines run in the same process.")
 app.add_typer(bench_app, name="bench")
 
-out = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
 DEMO_COLLECTION = "ladder-docs"
 DEMO_DOCS = Path(__file__).resolve().parent.parent / "docs"
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from openai import OpenAIError
-
-    from agent.llm import ModelConfigError
-    from agent.local_model import LocalModelError
-    from agent.turn import QuestionError
-    from knowledge.db import DatabaseError
-    from knowledge.embeddings import EmbeddingError
-    from knowledge.pgembed import EmbeddedPostgresError
-    from knowledge.search import SearchError
-    from knowledge.store import CollectionError
-    from knowledge.tokens import TokenizerError
-    from tools.sql import DataSourceError
-    from tools.sql_safety import SQLRefused
-
-    return (
-        DatabaseError,
-        EmbeddedPostgresError,
-        CollectionError,
-        SearchError,
-        EmbeddingError,
-        TokenizerError,
-        LocalModelError,
-        ModelConfigError,
-        OpenAIError,
-        QuestionError,
-        DataSourceError,
-        SQLRefused,
-    )
-
-
-def _run(action: Callable[[], T]) -> T:
-    """Run a command body; known failures become one clear line on stderr and exit status 1."""
-    try:
-        return action()
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        err.print(f"error: invalid settings: {problems}", style="red", highlight=False, markup=False)
-        raise typer.Exit(2) from None
-    except _user_errors() as exc:
-        err.print(f"error: {exc}", style="red", highlight=False, markup=False)
-        raise typer.Exit(1) from None
-
-
-def _settings(**overrides: Any) -> Settings:
-    base = get_settings()
-    if not overrides:
-        return base
-    return Settings.model_validate({**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
 
 
 @app.callback()
@@ -114,7 +58,7 @@ def ingest(
     def body() -> None:
         from agent.runtime import open_knowledge_base
 
-        settings = _settings(chunk_tokens=chunk_tokens, chunk_overlap=overlap)
+        settings = load_settings(chunk_tokens=chunk_tokens, chunk_overlap=overlap)
         if all(not p.expanduser().exists() for p in paths):
             err.print(f"error: none of these paths exist: {', '.join(map(str, paths))}", style="red")
             raise typer.Exit(2)
@@ -134,7 +78,7 @@ def ingest(
             examples = [s.path for s in report.skipped if s.reason == reason][:3]
             out.print(f"  skipped {count}× {reason}: {', '.join(examples)}", highlight=False, markup=False)
 
-    _run(body)
+    run(body)
 
 
 def _where(hit: Any) -> str:
@@ -185,7 +129,7 @@ def search(
     def body() -> None:
         from agent.runtime import open_knowledge_base
 
-        settings = _settings()
+        settings = load_settings()
         with open_knowledge_base(settings) as kb:
             hits = kb.search(
                 query,
@@ -210,7 +154,7 @@ def search(
             table.add_row(str(rank), f"{hit.score:.4f}", f"{_where(hit)}\n[dim]{hit.doc_id}[/dim]", snippet)
         out.print(table)
 
-    _run(body)
+    run(body)
 
 
 @collections_app.callback(invoke_without_command=True)
@@ -223,7 +167,7 @@ def collections(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--jso
         from knowledge.db import Database
         from knowledge.store import list_collections
 
-        with Database(_settings().database_config()) as db, db.connection() as conn:
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
             rows = list_collections(conn)
         if as_json:
             print(json.dumps(rows, default=str, indent=2))
@@ -241,7 +185,7 @@ def collections(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--jso
             )
         out.print(table)
 
-    _run(body)
+    run(body)
 
 
 @collections_app.command("describe")
@@ -255,14 +199,14 @@ def collections_describe(
         from knowledge.db import Database
         from knowledge.store import describe_collection
 
-        with Database(_settings().database_config()) as db, db.connection() as conn:
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
             found = describe_collection(conn, name, description)
         if not found:
             err.print(f"error: no collection named {name!r}", style="red", highlight=False, markup=False)
             raise typer.Exit(1)
         out.print(f"{name}: {description.strip()}", highlight=False, markup=False)
 
-    _run(body)
+    run(body)
 
 
 @collections_app.command("drop")
@@ -278,14 +222,14 @@ def collections_drop(
         from knowledge.db import Database
         from knowledge.store import drop_collection
 
-        with Database(_settings().database_config()) as db, db.connection() as conn:
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
             dropped = drop_collection(conn, name)
         if not dropped:
             err.print(f"error: no collection named {name!r}", style="red", highlight=False, markup=False)
             raise typer.Exit(1)
         out.print(f"dropped {name}", highlight=False, markup=False)
 
-    _run(body)
+    run(body)
 
 
 @app.command()
@@ -301,7 +245,7 @@ def demo(
         if not DEMO_DOCS.is_dir():
             err.print(f"error: the demo documents are missing ({DEMO_DOCS})", style="red")
             raise typer.Exit(1)
-        with open_knowledge_base(_settings()) as kb:
+        with open_knowledge_base(load_settings()) as kb:
             with kb.db.connection() as conn:
                 # The demo collection mirrors this checkout's docs/ only; another checkout's copy goes.
                 delete_documents_outside(conn, DEMO_COLLECTION, str(DEMO_DOCS))
@@ -319,7 +263,7 @@ def demo(
             out.print(_reflow(hit.text), highlight=False, markup=False)
             out.print()
 
-    _run(body)
+    run(body)
 
 
 @db_app.command("info")
@@ -329,7 +273,7 @@ def db_info(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     def body() -> None:
         from knowledge.db import Database, redact_url
 
-        with Database(_settings().database_config()) as db, db.connection() as conn:
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
             vector = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
             migrations = [
@@ -349,62 +293,15 @@ def db_info(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             for key, value in info.items():
                 out.print(f"{key}: {value}", highlight=False)
 
-    _run(body)
+    run(body)
 
 
-@db_app.command("add")
-def db_add(
-    name: Annotated[str, typer.Argument(help="A short name for the database.")],
-    url: Annotated[str, typer.Argument(help="postgresql://… or sqlite:///absolute/path.db")],
-) -> None:
-    """Register a database that the SQL tools may read (checked by opening it)."""
-
-    def body() -> None:
-        from knowledge.db import Database, redact_url
-        from tools.sources import add_source
-
-        with Database(_settings().database_config()) as db, db.connection() as conn:
-            add_source(conn, name, url)
-        out.print(f"added {name}: {redact_url(url)}", highlight=False, markup=False)
-
-    _run(body)
-
-
-@db_app.command("sources")
-def db_sources(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List the databases the SQL tools may read (passwords hidden)."""
-
-    def body() -> None:
-        from knowledge.db import Database
-        from tools.sources import describe_sources
-
-        settings = _settings()
-        with Database(settings.database_config()) as db, db.connection() as conn:
-            rows = describe_sources(conn, settings.data_sources)
-        if as_json:
-            print(json.dumps(rows))
-        else:
-            for row in rows:
-                out.print(f"{row['name']}: {row['url']}", highlight=False, markup=False)
-
-    _run(body)
-
-
-@db_app.command("remove")
-def db_remove(name: Annotated[str, typer.Argument()]) -> None:
-    """Forget a registered database (the database itself is untouched)."""
-
-    def body() -> None:
-        from knowledge.db import Database
-        from tools.sources import remove_source
-
-        with Database(_settings().database_config()) as db, db.connection() as conn:
-            if not remove_source(conn, name):
-                err.print(f"error: no registered data source named {name!r}", style="red", markup=False)
-                raise typer.Exit(1)
-        out.print(f"removed {name}", highlight=False, markup=False)
-
-    _run(body)
+db_app.command("add")(cli_data.db_add)
+db_app.command("sources")(cli_data.db_sources)
+db_app.command("remove")(cli_data.db_remove)
+db_app.command("load")(cli_data.db_load)
+db_app.add_typer(cli_data.examples_app, name="examples")
+app.command("sql")(cli_data.sql_command)
 
 
 @db_app.command("stop")
@@ -412,7 +309,7 @@ def db_stop() -> None:
     """Stop the embedded PostgreSQL server (it starts again on the next command)."""
     from knowledge.pgembed import EmbeddedPostgres
 
-    settings = _settings()
+    settings = load_settings()
     if settings.database_url:
         err.print("DATABASE_URL is set: Ladder does not manage that server.")
         raise typer.Exit(1)
@@ -445,7 +342,7 @@ def ask(
         from agent.runtime import open_agent
         from agent.turn import TurnRequest
 
-        settings = _settings()
+        settings = load_settings()
         streamed: list[str] = []
 
         streaming = [False]
@@ -494,66 +391,7 @@ def ask(
         if result.get("error"):
             raise typer.Exit(1)
 
-    _run(body)
-
-
-@app.command("sql")
-def sql_command(
-    text: Annotated[str, typer.Argument(help="A question in words, or SQL with --raw.")],
-    db: Annotated[str, typer.Option("--db", help="A registered data source.")],
-    raw: Annotated[bool, typer.Option("--raw", help="TEXT is SQL to run as it is (read-only; one SELECT).")] = False,
-    tables: Annotated[bool, typer.Option("--tables", help="List the tables instead.")] = False,
-    attempts: Annotated[int, typer.Option(min=1, max=5, help="Tries, each correcting the last error.")] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-) -> None:
-    """Answer a question from a database (the model writes the SQL), or run read-only SQL with --raw."""
-
-    def body() -> None:
-        from knowledge.db import Database
-        from tools.sources import get_source
-        from tools.sql_writer import query_database
-
-        settings = _settings()
-        with Database(settings.database_config()) as ladder_db, ladder_db.connection() as conn:
-            source = get_source(
-                conn, db, settings.data_sources, timeout_ms=settings.sql_timeout_ms, row_cap=settings.sql_row_cap
-            )
-        if tables:
-            names = source.list_tables()
-            print(json.dumps(names) if as_json else "\n".join(names))
-            return
-        if raw:
-            result, error = source.run_sql(text), None
-            payload: dict[str, Any] = result.to_dict()
-        else:
-            from agent.llm import open_chat_endpoint
-            from agent.model_calls import ModelCaller
-
-            with open_chat_endpoint(settings) as endpoint:
-                caller = ModelCaller(
-                    endpoint.client,
-                    endpoint.model,
-                    max_calls=attempts,
-                    json_mode=endpoint.json_mode,  # type: ignore[arg-type]
-                )
-                answer = query_database(caller, source, text, max_attempts=attempts)
-            result, error, payload = answer.result, answer.error, answer.to_dict()
-        if as_json:
-            print(json.dumps(payload, ensure_ascii=False, default=str))
-        elif result is not None:
-            table = Table()
-            for column in result.columns:
-                table.add_column(column)
-            for row in result.rows:
-                table.add_row(*("" if v is None else str(v) for v in row))
-            out.print(table)
-            note = f"  (only the first {len(result.rows)} rows)" if result.truncated else ""
-            out.print(f"SQL: {result.sql}{note}", highlight=False, markup=False, soft_wrap=True)
-        if error:
-            err.print(f"error: {error}", style="red", highlight=False, markup=False)
-            raise typer.Exit(1)
-
-    _run(body)
+    run(body)
 
 
 @llm_app.command("prompt")
@@ -572,7 +410,7 @@ def llm_prompt(
         from agent.llm import open_chat_endpoint
 
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-        with open_chat_endpoint(_settings(), model) as endpoint:
+        with open_chat_endpoint(load_settings(), model) as endpoint:
             stream = endpoint.client.chat.completions.create(
                 model=endpoint.model,
                 messages=messages,  # type: ignore[arg-type]
@@ -602,7 +440,7 @@ def llm_prompt(
         else:
             print()
 
-    _run(body)
+    run(body)
 
 
 @bench_app.command("agent")
@@ -614,7 +452,7 @@ def bench_agent(
     """Graph overhead, parallel fan-out, the embedded model's speed, FanOutQA decomposition recall."""
     from evals.bench_agent import run_agent_benchmark
 
-    _run(lambda: run_agent_benchmark(_settings(), turns=turns, embedded=embedded, fanout_questions=fanout))
+    run(lambda: run_agent_benchmark(load_settings(), turns=turns, embedded=embedded, fanout_questions=fanout))
 
 
 @bench_app.command("retrieval")
@@ -628,11 +466,11 @@ def bench_retrieval(
     from evals.bench import run_retrieval_benchmark, write_chart
 
     def body() -> None:
-        figures = run_retrieval_benchmark(_settings(), out_file=out_file, hnsw_vectors=hnsw_vectors, quick=quick)
+        figures = run_retrieval_benchmark(load_settings(), out_file=out_file, hnsw_vectors=hnsw_vectors, quick=quick)
         if chart is not None:
             out.print(f"chart: {write_chart(figures, chart)}")
 
-    _run(body)
+    run(body)
 
 
 if __name__ == "__main__":

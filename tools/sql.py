@@ -141,16 +141,17 @@ class PostgresSource:
             (schema, name),
             cap=METADATA_CAP,
         )
+        # pg_constraint, not information_schema: the latter hides keys from a role that may only SELECT.
         keys = self._query(
-            "SELECT kcu.column_name, tc.constraint_type, ccu.table_name, ccu.column_name"
-            " FROM information_schema.table_constraints tc"
-            " JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = tc.constraint_name"
-            "  AND kcu.table_schema = tc.table_schema"
-            " LEFT JOIN information_schema.constraint_column_usage ccu ON ccu.constraint_name = tc.constraint_name"
-            "  AND tc.constraint_type = 'FOREIGN KEY'"
-            " WHERE tc.table_schema = %s AND tc.table_name = %s"
-            " AND tc.constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY')",
-            (schema, name),
+            "SELECT a.attname, c.contype, rc.relname, ra.attname FROM pg_constraint c"
+            " CROSS JOIN LATERAL unnest(c.conkey, c.confkey) WITH ORDINALITY AS k(attnum, refnum, pos)"
+            " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum"
+            " LEFT JOIN pg_class rc ON rc.oid = c.confrelid"
+            " LEFT JOIN pg_attribute ra ON ra.attrelid = c.confrelid AND ra.attnum = k.refnum"
+            " WHERE c.conrelid = (SELECT oid FROM pg_class WHERE relname = %s"
+            "  AND relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %s))"
+            " AND c.contype IN ('p', 'f') ORDER BY c.contype DESC, c.conname, k.pos",
+            (name, schema),
             cap=METADATA_CAP,
         )
         samples = self._query(
@@ -159,10 +160,8 @@ class PostgresSource:
         return TableInfo(
             name=table,
             columns=[{"name": c, "type": t, "nullable": n == "YES"} for c, t, n in columns.rows],
-            primary_key=[k[0] for k in keys.rows if k[1] == "PRIMARY KEY"],
-            foreign_keys=[
-                {"column": k[0], "references": f"{k[2]}.{k[3]}"} for k in keys.rows if k[1] == "FOREIGN KEY" and k[2]
-            ],
+            primary_key=[k[0] for k in keys.rows if k[1] == "p"],
+            foreign_keys=[{"column": k[0], "references": f"{k[2]}.{k[3]}"} for k in keys.rows if k[1] == "f" and k[2]],
             samples=samples.rows,
         )
 
