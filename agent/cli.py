@@ -27,6 +27,8 @@ llm_app = typer.Typer(help="The chat model: a configured endpoint or the embedde
 app.add_typer(llm_app, name="llm")
 collections_app = typer.Typer(help="List and delete collections.")
 app.add_typer(collections_app, name="collections")
+eval_app = typer.Typer(help="Evaluations: how accurate each technique is on a dataset.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 bench_app = typer.Typer(help="Benchmarks that print ratios against baselines run in the same process.")
 app.add_typer(bench_app, name="bench")
 
@@ -302,6 +304,7 @@ db_app.command("remove")(cli_data.db_remove)
 db_app.command("load")(cli_data.db_load)
 db_app.add_typer(cli_data.examples_app, name="examples")
 app.command("sql")(cli_data.sql_command)
+eval_app.command("sql")(cli_data.eval_sql)
 
 
 @db_app.command("stop")
