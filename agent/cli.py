@@ -331,6 +331,7 @@ def ask(
         ),
     ] = None,
     thread: Annotated[str | None, typer.Option(help="Continue this conversation thread.")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="A registered database for questions about data.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
 ) -> None:
     """Answer a question from the knowledge base, with citations and a fact-check per claim."""
@@ -362,10 +363,12 @@ def ask(
                 print(flush=True)
                 streaming[0] = False
             if event["type"] == "tool":
-                ids = ", ".join(str(r["chunk_id"]) for r in event["result"])
-                err.print(
-                    f"  ↳ {event['name']}({event['arguments']['query']!r}) → [{ids}]", highlight=False, markup=False
-                )
+                argument = next(iter(event["arguments"].values()), "")
+                if isinstance(event["result"], list):
+                    shown = "[" + ", ".join(str(r["chunk_id"]) for r in event["result"]) + "]"
+                else:
+                    shown = event["result"].get("error") or event["result"].get("sql", "")
+                err.print(f"  ↳ {event['name']}({argument!r}) → {shown}", highlight=False, markup=False)
             elif event["type"] == "step" and event["status"] == "end":
                 extra = {k: v for k, v in event.items() if k not in {"type", "step", "status", "seconds"}}
                 err.print(
@@ -375,7 +378,7 @@ def ask(
                 )
 
         with open_agent(settings) as agent:
-            request = TurnRequest(question, collection or settings.collection, thread, overrides)
+            request = TurnRequest(question, collection or settings.collection, thread, overrides, db)
             result = agent.ask(request, on_event=show)
         if as_json:
             print(json.dumps(result, ensure_ascii=False))

@@ -331,6 +331,8 @@ def eval_sql(
             out_file.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
         if as_json:
             print(json.dumps({k: v for k, v in payload.items() if k != "outcomes"}, default=str))
+            if report.stopped:
+                raise typer.Exit(1)
             return
         accuracy = payload["accuracy"]
         table = Table(title=f"execution accuracy: {report.model} ({payload['questions']} questions)")
@@ -342,5 +344,8 @@ def eval_sql(
         out.print(table)
         for note in report.skipped:
             err.print(f"skipped {note}", highlight=False, markup=False)
+        if report.stopped:
+            err.print(f"error: stopped early: {report.stopped}", style="red", highlight=False, markup=False)
+            raise typer.Exit(1)
 
     run(body)

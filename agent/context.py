@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from agent.config import Settings
 from agent.model_calls import ModelCaller
 from knowledge.base import KnowledgeBase
+from tools.sql import DataSource
 
 EMBEDDED_PASSAGE_TOKENS = 500
 SWITCHES = ("fewshot", "retrieval", "hyde", "rerank", "decompose", "fact_check")
@@ -102,4 +103,5 @@ class TurnContext:
     rerank_method: str = "llm"
     mmr_lambda: float = 0.7
     cross_encoder_path: str | None = None
+    data_source: DataSource | None = None  # the database picked for this turn, if any
     started: float = field(default_factory=time.perf_counter)

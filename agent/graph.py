@@ -14,11 +14,12 @@ from agent.steps.classify import classify
 from agent.steps.decompose import decompose
 from agent.steps.draft import draft, smalltalk
 from agent.steps.fact_check import fact_check
+from agent.steps.query_data import query_data
 from agent.steps.research import research
 
 
 def _route(state: TurnState) -> str:
-    return "smalltalk" if state.get("route") == "smalltalk" else "decompose"
+    return {"smalltalk": "smalltalk", "data": "query_data"}.get(state.get("route", ""), "decompose")
 
 
 def _fan_out(state: TurnState) -> list[Send]:
@@ -29,7 +30,10 @@ def _fan_out(state: TurnState) -> list[Send]:
 
 
 def build_graph(checkpointer: Any = None) -> Any:
-    """START → classify → decompose → research × N → draft → fact_check → answer → END."""
+    """START → classify → decompose → research × N → draft → fact_check → answer → END.
+
+    classify may instead route to smalltalk or, when a database is picked, to query_data; both go to answer.
+    """
     builder = StateGraph(TurnState, context_schema=TurnContext)
     builder.add_node("classify", classify)
     builder.add_node("smalltalk", smalltalk)
@@ -37,13 +41,15 @@ def build_graph(checkpointer: Any = None) -> Any:
     builder.add_node("research", research)
     builder.add_node("draft", draft)
     builder.add_node("fact_check", fact_check)
+    builder.add_node("query_data", query_data)
     builder.add_node("answer", answer)
     builder.add_edge(START, "classify")
-    builder.add_conditional_edges("classify", _route, ["smalltalk", "decompose"])
+    builder.add_conditional_edges("classify", _route, ["smalltalk", "query_data", "decompose"])
     builder.add_conditional_edges("decompose", _fan_out, ["research"])
     builder.add_edge("research", "draft")
     builder.add_edge("draft", "fact_check")
     builder.add_edge("fact_check", "answer")
     builder.add_edge("smalltalk", "answer")
+    builder.add_edge("query_data", "answer")
     builder.add_edge("answer", END)
     return builder.compile(checkpointer=checkpointer)

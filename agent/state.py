@@ -53,6 +53,7 @@ class TurnState(TypedDict, total=False):
     revised: bool
     answer: str
     citations: list[dict[str, Any]]
+    data: dict[str, Any]  # the SQL tool's result when the question was answered from a database
     errors: Annotated[list[str], list_reset_reducer]
     history: Annotated[list[dict[str, str]], operator.add]
 

@@ -25,6 +25,8 @@ from agent.graph import build_graph
 from agent.model_calls import BudgetExceeded, ModelCaller
 from knowledge.base import KnowledgeBase
 from knowledge.tokens import count_tokens
+from tools.sources import get_source
+from tools.sql import DataSource, DataSourceError
 
 RECURSION_LIMIT = 40  # supersteps per turn; the graph needs 7 plus one per sub-question
 Event = dict[str, Any]
@@ -40,6 +42,7 @@ class TurnRequest:
     collection: str
     thread_id: str | None = None
     switches: dict[str, bool] | None = None
+    database: str | None = None  # a registered data source; questions about data are answered with SQL
 
 
 def check_question(question: str, settings: Settings) -> str:
@@ -110,6 +113,7 @@ class Agent:
             rerank_method=settings.rerank_method,
             mmr_lambda=settings.mmr_lambda,
             cross_encoder_path=str(settings.cross_encoder_path) if settings.cross_encoder_path else None,
+            data_source=self._data_source(request.database),
         )
         thread_id = request.thread_id or uuid.uuid4().hex
         turn_id = uuid.uuid4().hex
@@ -125,6 +129,7 @@ class Agent:
             "revised": False,
             "answer": "",
             "citations": [],
+            "data": {},
             "errors": None,
         }
         final: dict[str, Any] = {}
@@ -137,6 +142,8 @@ class Agent:
                     final = chunk
         except BudgetExceeded as exc:
             error = f"{exc}; the answer may be incomplete"
+        except DataSourceError as exc:
+            error = f"the database could not be read: {exc}"
         except GraphRecursionError:
             error = f"the turn took more than {RECURSION_LIMIT} steps and was stopped"
         except openai.APITimeoutError:
@@ -167,9 +174,23 @@ class Agent:
             "thread_id": thread_id,
             "errors": list(final.get("errors") or []),
         }
+        if final.get("data"):
+            result["data"] = final["data"]
         if error is not None:
             result["error"] = error
         return result
+
+    def _data_source(self, name: str | None) -> DataSource | None:
+        """The picked database, opened read-only (a clear DataSourceError when it is unknown)."""
+        if not name:
+            return None
+        if self.kb is None:
+            raise DataSourceError("answering from a database needs Ladder's own database for the registry")
+        settings = self.settings
+        with self.kb.db.connection() as conn:
+            return get_source(
+                conn, name, settings.data_sources, timeout_ms=settings.sql_timeout_ms, row_cap=settings.sql_row_cap
+            )
 
     def _partial(self, thread_id: str) -> dict[str, Any]:
         """The last checkpointed state of the thread, for a partial answer after a failure."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from agent import prompts
 from evals.scripted_server import last_user
+from tools.sql_writer import SQL_PROMPT
 
 MARKERS = {
     "decompose": prompts.DECOMPOSE[:40],
@@ -24,6 +25,7 @@ MARKERS = {
     "revise": prompts.REVISE[:40],
     "draft": prompts.DRAFT[:40],
     "smalltalk": prompts.SMALLTALK[:40],
+    "sql": SQL_PROMPT.split("{", 1)[0],
 }
 
 
@@ -56,6 +58,7 @@ class ScriptedModel:
             "revise": lambda body: "Refunds take 14 days [1].",
             "smalltalk": lambda body: "Hello! Ask me about your documents.",
             "baseline": lambda body: "An answer from the model alone.",
+            "sql": lambda body: json.dumps({"sql": "SELECT 1"}),
         }
 
     def __call__(self, body: dict[str, Any]) -> str | dict[str, Any]:

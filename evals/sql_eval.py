@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import openai
 import psycopg
 
 from agent.config import Settings
@@ -32,8 +33,9 @@ from tools.sql import DataSource, DataSourceError, QueryResult, open_source
 from tools.sql_examples import add_examples, similar_examples
 from tools.sql_loader import load_script
 from tools.sql_safety import SQLRefused
-from tools.sql_writer import JSONCaller, query_database, schema_text
+from tools.sql_writer import JSONCaller, SQLAnswer, query_database, schema_text
 
+MAX_ENDPOINT_FAILURES = 3  # in a row: the endpoint is down, and the rest would fail the same way
 EVAL_ROW_CAP = 10_000  # comparisons need whole results; the chat's cap is for people
 DB_PREFIX = "sqleval_"
 
@@ -65,6 +67,7 @@ class Outcome:
     seconds: float = 0.0
     attempts: int = 1
     tokens: int = 0
+    endpoint_error: bool = False
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Report:
     model: str
     outcomes: list[Outcome] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    stopped: str | None = None  # why the run ended early, if it did
     gold: dict[int, list[tuple[list[str], list[list[Any]]]]] = field(default_factory=dict, repr=False)
 
     def accuracy(self) -> dict[str, dict[str, float]]:
@@ -95,6 +99,7 @@ class Report:
             "accuracy": self.accuracy(),
             "median_seconds": {mode: statistics.median(values) for mode, values in seconds.items()},
             "skipped": self.skipped,
+            "stopped": self.stopped,
             "outcomes": [asdict(o) for o in self.outcomes],
         }
 
@@ -208,6 +213,7 @@ def run_sql_eval(
             with db.connection() as conn:
                 _store_examples(conn, embedder, questions_file or data / "questions_postgres.csv")
         schemas = {name: schema_text(source) for name, source in sources.items()}
+        failures = 0
         with _model_caller(settings, model) as new_caller:
             # Grouped by database so the model server's prompt cache keeps each schema warm.
             for question in sorted(questions, key=lambda q: (q.db_name, q.id)):
@@ -225,9 +231,13 @@ def run_sql_eval(
                                 exclude_question=question.question,
                             )
                         shots = [(e.question, e.sql) for e in found]
-                    _score(
+                    outcome = _score(
                         report, question, source, mode, new_caller(), shots, progress, schema=schemas[question.db_name]
                     )
+                    failures = failures + 1 if outcome and outcome.endpoint_error else 0
+                    if failures >= MAX_ENDPOINT_FAILURES:
+                        report.stopped = f"the model endpoint failed {failures} times in a row: {outcome.error}"
+                        return report
     return report
 
 
@@ -265,7 +275,7 @@ def _score(
     progress: Callable[[Outcome], None] | None,
     *,
     schema: str | None = None,
-) -> None:
+) -> Outcome | None:
     if question.id not in report.gold:  # each mode compares with the same gold results
         report.gold[question.id] = _run_gold(source, question)
     gold = report.gold[question.id]
@@ -273,8 +283,9 @@ def _score(
         note = f"question {question.id}: no gold alternative runs"
         if note not in report.skipped:
             report.skipped.append(note)
-        return
+        return None
     started = time.perf_counter()
+    endpoint_error = False
     result: QueryResult | None
     if caller is None:
         variant = gold_variants(question.gold)[0]
@@ -284,7 +295,11 @@ def _score(
             result, error, sql, attempts = None, str(exc), variant, 1
         tokens = 0
     else:
-        answer = query_database(caller, source, question.prompt, examples=shots, schema=schema)
+        try:
+            answer = query_database(caller, source, question.prompt, examples=shots, schema=schema)
+        except openai.OpenAIError as exc:  # counted as wrong, and the run goes on (or stops, see above)
+            answer = SQLAnswer(question.prompt, "", None, error=f"model endpoint: {exc}")
+            endpoint_error = True
         result, error, sql, attempts = answer.result, answer.error, answer.sql, len(answer.attempts) + 1
         stats = getattr(caller, "stats", None)
         tokens = int(getattr(stats, "prompt_tokens", 0) + getattr(stats, "completion_tokens", 0)) if stats else 0
@@ -303,6 +318,8 @@ def _score(
         attempts,
         tokens,
     )
+    outcome.endpoint_error = endpoint_error
     report.outcomes.append(outcome)
     if progress:
         progress(outcome)
+    return outcome

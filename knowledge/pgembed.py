@@ -13,6 +13,7 @@ exit stops the server. A server left running by a killed process is reused.
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -25,6 +26,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -167,6 +169,8 @@ class EmbeddedPostgres:
         if self._registered:
             self._registered = False
             atexit.unregister(self.release)
+            with _USERS_LOCK:
+                _USERS[self.root] = max(0, _USERS[self.root] - 1)
         if not (self.pgdata / "PG_VERSION").exists():
             return
         with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
@@ -178,6 +182,10 @@ class EmbeddedPostgres:
             return
         self._registered = False
         atexit.unregister(self.release)
+        with _USERS_LOCK:  # another object of this process still uses the server: keep the handle
+            _USERS[self.root] -= 1
+            if _USERS[self.root] > 0:
+                return
         if not self.root.is_dir():
             return  # the folder is gone, and the server with it
         with self._lock():
@@ -342,7 +350,14 @@ class EmbeddedPostgres:
         pids = [p for p in self._read_handles() if _pid_alive(p)]
         self._write_handles([*pids, os.getpid()])
         self._registered = True
+        with _USERS_LOCK:
+            _USERS[self.root] += 1
         atexit.register(self.release)
+
+
+# Handles are per process; several Database objects in one process share one (counted here).
+_USERS: collections.Counter[Path] = collections.Counter()
+_USERS_LOCK = threading.Lock()
 
 
 def _pid_alive(pid: int) -> bool:

@@ -461,3 +461,98 @@ def test_the_collection_domain_conditions_the_prompts(agent: Agent, corpus: str,
         assert "about: the customer service handbook of a web shop" in model.bodies[step][-1]["messages"][0]["content"]
     classify = next(e for e in events if e.get("step") == "classify" and e["status"] == "end")
     assert classify["domain"] == "the customer service handbook of a web shop"
+
+
+CHINOOK_TABLES = ["Album", "Artist", "Customer", "Employee", "Genre", "Invoice", "InvoiceLine", "Track"]
+
+
+@pytest.mark.parametrize(
+    ("question", "route"),
+    [
+        ("Which five artists have the most tracks?", "data"),
+        ("What is the total of all invoices per billing country?", "data"),
+        ("How many employees are there?", "data"),
+        ("How long do refunds take?", "knowledge"),
+        ("hi there!", "smalltalk"),
+    ],
+)
+def test_routing_to_the_database(embedder, question: str, route: str) -> None:
+    from agent.steps.classify import route_for
+
+    assert route_for(question, embedder, CHINOOK_TABLES) == route
+    assert route_for(question, embedder) != "data"  # no database picked, no SQL
+
+
+@pytest.fixture
+def chinook_source(kb: KnowledgeBase, shared_data: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    import shutil
+
+    from tools.sources import add_source, remove_source
+
+    copy = tmp_path / "chinook.sqlite"
+    shutil.copy(shared_data / "chinook" / "Chinook_Sqlite.sqlite", copy)
+    name = f"chin-{tmp_path.name[-12:]}".replace("_", "-")
+    with kb.db.connection() as conn:
+        add_source(conn, name, f"sqlite://{copy}")
+    yield name, copy
+    with kb.db.connection() as conn:
+        remove_source(conn, name)
+
+
+TOP_SQL = (
+    "SELECT ar.Name AS artist, COUNT(*) AS tracks FROM Track t JOIN Album al ON al.AlbumId = t.AlbumId"
+    " JOIN Artist ar ON ar.ArtistId = al.ArtistId GROUP BY ar.Name ORDER BY tracks DESC, ar.Name LIMIT 5"
+)
+
+
+def test_a_data_question_is_answered_with_the_table_and_the_sql(
+    agent: Agent, corpus: str, model: ScriptedModel, chinook_source: tuple[str, Path], embedder
+) -> None:
+    from tools.sql_examples import add_examples
+
+    name, _ = chinook_source
+    with agent.kb.db.connection() as conn:
+        add_examples(conn, embedder, name, "sqlite", [("Which three genres have the most tracks?", "SELECT 1")])
+    model.steps["sql"] = lambda body: (
+        json.dumps({"sql": "SELECT Nme FROM Artist"}) if model.calls["sql"] == 1 else (json.dumps({"sql": TOP_SQL}))
+    )
+    result, events = ask(agent, "Which five artists have the most tracks?", corpus, database=name)
+    assert result["data"]["rows"] == [
+        ["Iron Maiden", 213],
+        ["U2", 135],
+        ["Led Zeppelin", 114],
+        ["Metallica", 112],
+        ["Deep Purple", 92],
+    ]
+    ran = result["data"]["sql"]  # the parser's rendering of the model's SQL is what ran, and what is shown
+    assert "JOIN Artist AS ar" in ran and f"```sql\n{ran}\n```" in result["answer"]
+    assert "| Iron Maiden | 213 |" in result["answer"]
+    assert model.calls["sql"] == 2 and "no such column: Nme" in model.bodies["sql"][1]["messages"][-1]["content"]
+    assert model.calls["draft"] == 0 and model.calls["fact_check"] == 0 and not result["citations"]
+    first_prompt = model.bodies["sql"][0]["messages"]
+    assert first_prompt[1]["content"] == "Which three genres have the most tracks?"  # the stored example
+    tool = next(e for e in events if e["type"] == "tool")
+    assert tool["name"] == "query_database" and tool["result"]["sql"] == ran
+    assert any(e["type"] == "token" and "Iron Maiden" in e["text"] for e in events)
+
+    model.calls.clear()
+    model.bodies.clear()
+    ask(agent, "Which five artists have the most tracks?", corpus, database=name, switches={"fewshot": False})
+    assert len(model.bodies["sql"][0]["messages"]) == 2  # no examples without the few-shot rung
+
+
+def test_a_data_question_never_writes(
+    agent: Agent, corpus: str, model: ScriptedModel, chinook_source: tuple[str, Path]
+) -> None:
+    import hashlib
+
+    name, path = chinook_source
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    model.steps["sql"] = lambda body: json.dumps({"sql": "DELETE FROM Artist"})
+    result, _ = ask(agent, "How many artists are there? Then delete them all.", corpus, database=name)
+    assert "could not answer from the" in result["answer"] and "only SELECT queries may run" in result["answer"]
+    assert model.calls["sql"] == 3  # bounded: max_tool_calls attempts, each told why it was refused
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert result["errors"] and "only SELECT" in result["errors"][0]
+    with pytest.raises(Exception, match="no data source named 'nope'"):
+        agent.ask(TurnRequest("How many artists?", corpus, database="nope"))

@@ -53,6 +53,14 @@ def test_the_embedded_server_keeps_data_across_restarts() -> None:
     again.stop()
 
 
+def test_two_users_in_one_process_share_the_server(embedded_db: Database) -> None:
+    assert embedded_db.embedded is not None
+    second = Database(DatabaseConfig(data_dir=embedded_db.embedded.root, pool_max=1))
+    second.close()  # the first still holds the server: closing the second must not stop it
+    with embedded_db.connection() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_the_embedded_server_is_socket_only(embedded_db: Database) -> None:
     with embedded_db.connection() as conn:
         assert conn.execute("SHOW listen_addresses").fetchone() == ("",)
