@@ -378,7 +378,7 @@ def ask(
                 )
 
         with open_agent(settings) as agent:
-            request = TurnRequest(question, collection or settings.collection, thread, overrides, db)
+            request = TurnRequest(question, collection or settings.collection, thread, overrides, db, face="cli")
             result = agent.ask(request, on_event=show)
         if as_json:
             print(json.dumps(result, ensure_ascii=False))

@@ -27,8 +27,10 @@ def db_add(
         from tools.sources import add_source
 
         with Database(load_settings().database_config()) as db, db.connection() as conn:
-            add_source(conn, name, url)
+            warning = add_source(conn, name, url)
         out.print(f"added {name}: {redact_url(url)}", highlight=False, markup=False)
+        if warning:
+            err.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
 
     run(body)
 

@@ -7,6 +7,7 @@ with a clear message and whatever partial answer exists, never a traceback or a 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
+import psycopg
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.errors import GraphRecursionError
 from psycopg import Connection
@@ -23,11 +25,13 @@ from agent.config import Settings
 from agent.context import Limits, Switches, TurnContext
 from agent.graph import build_graph
 from agent.model_calls import BudgetExceeded, ModelCaller
+from agent.turn_log import finish_turn, start_turn
 from knowledge.base import KnowledgeBase
 from knowledge.tokens import count_tokens
 from tools.sources import get_source
 from tools.sql import DataSource, DataSourceError
 
+log = logging.getLogger(__name__)
 RECURSION_LIMIT = 40  # supersteps per turn; the graph needs 7 plus one per sub-question
 Event = dict[str, Any]
 
@@ -43,6 +47,7 @@ class TurnRequest:
     thread_id: str | None = None
     switches: dict[str, bool] | None = None
     database: str | None = None  # a registered data source; questions about data are answered with SQL
+    face: str = "api"  # who asked: cli, ui, mcp, api (recorded in the turn log)
 
 
 def check_question(question: str, settings: Settings) -> str:
@@ -117,6 +122,16 @@ class Agent:
         )
         thread_id = request.thread_id or uuid.uuid4().hex
         turn_id = uuid.uuid4().hex
+        self._log(
+            start_turn,
+            turn_id,
+            thread_id,
+            question,
+            face=request.face,
+            collection=request.collection,
+            data_source=request.database,
+            switches=switches.as_dict(),
+        )
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": RECURSION_LIMIT}
         fresh = {
             "question": question,
@@ -176,9 +191,18 @@ class Agent:
         }
         if final.get("data"):
             result["data"] = final["data"]
+        try:
+            self._log(finish_turn, turn_id, result)
+        except psycopg.Error as exc:  # the answer still reaches the user; the turn stays 'running'
+            log.warning("could not complete turn %s in the log: %s", turn_id, exc)
         if error is not None:
             result["error"] = error
         return result
+
+    def _log(self, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        if self.kb is not None:
+            with self.kb.db.connection() as conn:
+                write(conn, *args, **kwargs)
 
     def _data_source(self, name: str | None) -> DataSource | None:
         """The picked database, opened read-only (a clear DataSourceError when it is unknown)."""

@@ -151,15 +151,21 @@ def _orders(sql: str) -> bool:
         return re.search(r"\bORDER\s+BY\b", text, re.IGNORECASE) is not None
 
 
-def wants_order(gold_query: str, question: str = "", category: str = "") -> bool:
-    """Whether row order matters: only when the gold query itself orders at top level.
+_ASKS_FOR_ORDER = re.compile(r"\b(order|orders|ordered|sort|sorted|arrange|arranged|rank|ranked)\b", re.IGNORECASE)
 
-    ``question``/``category`` are accepted for parity with defog but ignored (defog's keyword heuristic
-    flags questions that merely mention "order"). With ``;`` alternatives, order matters only if every
-    alternative orders: an accepted unordered alternative shows the order is not part of the answer.
+
+def wants_order(gold_query: str, question: str = "", category: str = "") -> bool:
+    """Whether row order matters: the gold query orders at top level *and* the order is asked for.
+
+    Asked for means defog's rule: the category is ``order_by`` or the question says order, sort or
+    arrange (rank added). Many gold queries end in ORDER BY only for presentation ("publications in
+    each year ... ORDER BY year"); holding a candidate to that order would fail correct answers.
+    With ``;`` alternatives, order matters only if every alternative orders.
     """
     variants = gold_variants(gold_query)
-    return bool(variants) and all(_orders(v) for v in variants)
+    if not variants or not all(_orders(v) for v in variants):
+        return False
+    return category == "order_by" or bool(_ASKS_FOR_ORDER.search(question))
 
 
 def judge(

@@ -200,7 +200,7 @@ def run_sql_eval(
         with db.connection() as conn:
             folder = databases_dir or data / "databases"
             urls = load_databases(conn, db.url, folder, {q.db_name for q in questions}, reload=reload)
-        sources = {name: open_source(name, url, row_cap=EVAL_ROW_CAP, timeout_ms=30_000) for name, url in urls.items()}
+        sources = {name: open_source(name, url, row_cap=EVAL_ROW_CAP, timeout_ms=10_000) for name, url in urls.items()}
         if gold_only:
             for question in questions:
                 _score(report, question, sources[question.db_name], "gold", None, [], progress)

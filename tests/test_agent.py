@@ -556,3 +556,31 @@ def test_a_data_question_never_writes(
     assert result["errors"] and "only SELECT" in result["errors"][0]
     with pytest.raises(Exception, match="no data source named 'nope'"):
         agent.ask(TurnRequest("How many artists?", corpus, database="nope"))
+
+
+def test_every_turn_is_logged_and_takes_feedback(agent: Agent, corpus: str, model: ScriptedModel) -> None:
+    from agent.turn_log import FeedbackError, add_feedback, get_turn
+
+    result, _ = ask(agent, "How long do refunds take?", corpus, face="cli")
+    with agent.kb.db.connection() as conn:
+        turn = get_turn(conn, result["turn_id"])
+        assert turn is not None and turn["status"] == "done" and turn["face"] == "cli"
+        assert turn["answer"] == result["answer"] and turn["thread_id"] == result["thread_id"]
+        assert turn["citations"] == result["citations"]
+        add_feedback(conn, result["turn_id"], "down", "  Wrong number of days.  ")
+        assert get_turn(conn, result["turn_id"])["feedback"] == [
+            {"rating": "down", "comment": "Wrong number of days.", "corrected_answer": None}
+        ]
+        with pytest.raises(FeedbackError, match="no turn"):
+            add_feedback(conn, "nope", "up")
+        with pytest.raises(FeedbackError, match="rating must be"):
+            add_feedback(conn, result["turn_id"], "meh")  # type: ignore[arg-type]
+
+    def broken(body: dict[str, Any]) -> str:
+        raise Fail(500, "boom")
+
+    model.steps["draft"] = broken
+    failed, _ = ask(agent, "How long do refunds take?", corpus)
+    with agent.kb.db.connection() as conn:
+        turn = get_turn(conn, failed["turn_id"])
+    assert turn["status"] == "failed" and "500" in turn["error"]

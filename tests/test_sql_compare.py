@@ -109,20 +109,22 @@ def test_every_csv_query_expands_and_parses(questions):
 # --- wants_order -----------------------------------------------------------------------------------------
 
 
-def test_wants_order_top_level_only():
-    assert wants_order("SELECT a FROM t ORDER BY a DESC LIMIT 3", "", "")
-    assert wants_order("SELECT {a, b}, c FROM t GROUP BY {} ORDER BY c", "", "group_by")
-    assert not wants_order("SELECT a FROM t", "Sort them by name", "order_by")  # question/category ignored
-    assert not wants_order("SELECT a FROM (SELECT a FROM t ORDER BY a LIMIT 5) s", "", "")
-    assert not wants_order("SELECT row_number() OVER (ORDER BY a) FROM t", "", "")
-    assert not wants_order("SELECT a FROM t WHERE s = 'order by'", "", "")
+def test_wants_order_needs_a_top_level_order_by_that_is_asked_for():
+    assert wants_order("SELECT a FROM t ORDER BY a DESC LIMIT 3", "", "order_by")
+    assert wants_order("SELECT {a, b}, c FROM t GROUP BY {} ORDER BY c", "Sort the groups by c", "group_by")
+    # ORDER BY for presentation only: the question does not ask for an order (defog's rule)
+    assert not wants_order("SELECT year, count(*) FROM p GROUP BY year ORDER BY year", "How many per year?", "group_by")
+    assert not wants_order("SELECT a FROM t", "Sort them by name", "order_by")  # the gold does not order
+    assert not wants_order("SELECT a FROM (SELECT a FROM t ORDER BY a LIMIT 5) s", "", "order_by")
+    assert not wants_order("SELECT row_number() OVER (ORDER BY a) FROM t", "", "order_by")
+    assert not wants_order("SELECT a FROM t WHERE s = 'order by'", "", "order_by")
     # an alternative that does not order means order is not part of the answer
-    assert not wants_order("SELECT a FROM t ORDER BY a;SELECT a FROM u", "", "")
+    assert not wants_order("SELECT a FROM t ORDER BY a;SELECT a FROM u", "", "order_by")
 
 
 def test_wants_order_regex_fallback_on_unparsable_sql():
-    assert wants_order("SELECT a FROM t ORDER BY a @@@ ((", "", "")
-    assert not wants_order("SELECT a FROM t WHERE x IN (SELECT b FROM u ORDER BY b) @@@ ((", "", "")
+    assert wants_order("SELECT a FROM t ORDER BY a @@@ ((", "", "order_by")
+    assert not wants_order("SELECT a FROM t WHERE x IN (SELECT b FROM u ORDER BY b) @@@ ((", "", "order_by")
 
 
 # --- normalize_value / results_match ---------------------------------------------------------------------

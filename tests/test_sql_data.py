@@ -214,3 +214,16 @@ def test_query_database_shows_examples_before_the_question(embedded_db: Database
     answer = query_database(model, source, "Top 5 artists by tracks", examples=shots)
     assert answer.result is not None and answer.result.rows == [[275]]
     assert [m["role"] for m in model.seen[0]] == ["system"] + ["user", "assistant"] * 3 + ["user"]
+
+
+def test_registering_a_role_that_could_write_warns(url_db: Database, chinook_reader: str) -> None:
+    from tools.sources import add_source
+    from tools.sql import PostgresSource
+
+    admin = with_database(chinook_reader, "chinook_ro", user=psycopg.conninfo.conninfo_to_dict(url_db.url)["user"])
+    assert not PostgresSource("ro", chinook_reader).can_write()
+    assert PostgresSource("rw", admin).can_write()
+    with url_db.connection() as conn:
+        assert add_source(conn, "chin-ro", chinook_reader) is None
+        warning = add_source(conn, "chin-rw", admin)
+    assert warning is not None and "may write" in warning and "READ ONLY" in warning

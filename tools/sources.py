@@ -7,13 +7,16 @@ import re
 import psycopg
 
 from knowledge.db import redact_url
-from tools.sql import DataSource, DataSourceError, open_source
+from tools.sql import DataSource, DataSourceError, PostgresSource, open_source
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-def add_source(conn: psycopg.Connection, name: str, url: str) -> None:
-    """Register (or re-point) a data source; the URL is checked by opening it."""
+def add_source(conn: psycopg.Connection, name: str, url: str) -> str | None:
+    """Register (or re-point) a data source; the URL is checked by opening it.
+
+    Returns a warning when a PostgreSQL URL's role could write (every query still runs READ ONLY).
+    """
     if not _NAME.match(name):
         raise DataSourceError(f"data source name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
     source = open_source(name, url)
@@ -23,6 +26,12 @@ def add_source(conn: psycopg.Connection, name: str, url: str) -> None:
             "INSERT INTO data_sources (name, url) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET url = EXCLUDED.url",
             (name, url),
         )
+    if isinstance(source, PostgresSource) and source.can_write():
+        return (
+            f"the role in {redact_url(url)} may write; Ladder runs every query in a READ ONLY transaction,"
+            " but a role with only SELECT grants is a second wall (see `ladder db load` for one made for you)"
+        )
+    return None
 
 
 def remove_source(conn: psycopg.Connection, name: str) -> bool:

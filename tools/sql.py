@@ -121,6 +121,18 @@ class PostgresSource:
     def run_sql(self, text: str) -> QueryResult:
         return self._query(check_sql(text, self.dialect).sql)
 
+    def can_write(self) -> bool:
+        """Whether the connecting role could write outside Ladder's READ ONLY transactions."""
+        result = self._query(
+            "SELECT rolsuper OR EXISTS (SELECT 1 FROM information_schema.tables t"
+            " WHERE t.table_schema NOT IN ('pg_catalog', 'information_schema') AND t.table_type = 'BASE TABLE'"
+            " AND (has_table_privilege(quote_ident(t.table_schema) || '.' || quote_ident(t.table_name),"
+            " 'INSERT, UPDATE, DELETE, TRUNCATE')))"
+            " FROM pg_roles WHERE rolname = current_user",
+            cap=1,
+        )
+        return bool(result.rows and result.rows[0][0])
+
     def list_tables(self) -> list[str]:
         result = self._query(
             "SELECT CASE WHEN table_schema = 'public' THEN table_name ELSE table_schema || '.' || table_name END"

@@ -1,0 +1,97 @@
+"""The turn log: every turn is written before the graph runs and completed after it, and feedback
+attaches to a turn. A turn left ``running`` by a crash stays visible as incomplete, never lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+MAX_COMMENT_CHARS = 4000
+
+
+class FeedbackError(ValueError):
+    """Feedback that cannot be stored (unknown turn, bad rating, too long); the message says which."""
+
+
+def start_turn(
+    conn: psycopg.Connection,
+    turn_id: str,
+    thread_id: str,
+    question: str,
+    *,
+    face: str,
+    collection: str | None,
+    data_source: str | None,
+    switches: dict[str, bool],
+) -> None:
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO turns (turn_id, thread_id, face, question, collection, data_source, switches)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (turn_id, thread_id, face, question, collection, data_source, Jsonb(switches)),
+        )
+
+
+def finish_turn(conn: psycopg.Connection, turn_id: str, result: dict[str, Any]) -> None:
+    """Complete the turn with the answer (``failed`` when the result carries an error)."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE turns SET status = %s, answer = %s, citations = %s, data = %s, usage = %s, error = %s,"
+            " finished_at = now() WHERE turn_id = %s",
+            (
+                "failed" if result.get("error") else "done",
+                result.get("answer"),
+                Jsonb(result.get("citations") or []),
+                Jsonb(result.get("data")) if result.get("data") else None,
+                Jsonb(result.get("usage") or {}),
+                result.get("error"),
+                turn_id,
+            ),
+        )
+
+
+def add_feedback(
+    conn: psycopg.Connection,
+    turn_id: str,
+    rating: Literal["up", "down"],
+    comment: str | None = None,
+    corrected_answer: str | None = None,
+) -> int:
+    """Attach thumbs up/down (and an optional comment or corrected answer) to a turn; returns its id."""
+    if rating not in ("up", "down"):
+        raise FeedbackError(f"rating must be 'up' or 'down', not {rating!r}")
+    comment = (comment or "").strip() or None
+    if comment and len(comment) > MAX_COMMENT_CHARS:
+        raise FeedbackError(f"the comment is {len(comment)} characters; the limit is {MAX_COMMENT_CHARS}")
+    with conn.transaction():
+        if conn.execute("SELECT 1 FROM turns WHERE turn_id = %s", (turn_id,)).fetchone() is None:
+            raise FeedbackError(f"no turn {turn_id!r} to attach feedback to")
+        row = conn.execute(
+            "INSERT INTO feedback (turn_id, rating, comment, corrected_answer) VALUES (%s, %s, %s, %s) RETURNING id",
+            (turn_id, rating, comment, corrected_answer),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def get_turn(conn: psycopg.Connection, turn_id: str) -> dict[str, Any] | None:
+    """One turn with its feedback, newest feedback last."""
+    cur = conn.execute(
+        "SELECT turn_id, thread_id, face, question, status, answer, citations, data, error, started_at"
+        " FROM turns WHERE turn_id = %s",
+        (turn_id,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    turn = dict(zip([c.name for c in cur.description or []], row, strict=True))
+    turn["feedback"] = [
+        {"rating": r, "comment": c, "corrected_answer": a}
+        for r, c, a in conn.execute(
+            "SELECT rating, comment, corrected_answer FROM feedback WHERE turn_id = %s ORDER BY id", (turn_id,)
+        )
+    ]
+    return turn
