@@ -307,6 +307,55 @@ app.command("sql")(cli_data.sql_command)
 eval_app.command("sql")(cli_data.eval_sql)
 
 
+@app.command()
+def chat(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default 7860).")] = None,
+    mcp: Annotated[bool, typer.Option("--mcp/--no-mcp", help="Serve ask and search_knowledge over MCP.")] = True,
+) -> None:
+    """Chat with your documents and databases in the browser (Gradio), offline."""
+
+    def body() -> None:
+        import ipaddress
+
+        from agent.chat_app import ChatServices, build_app, launch, parse_auth
+        from agent.runtime import open_agent
+
+        settings = load_settings()
+        bind = host or settings.ui_host
+        try:
+            auth = parse_auth(settings.ui_auth.get_secret_value() if settings.ui_auth else None)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="LADDER_UI_AUTH") from None
+        try:
+            loopback = bind == "localhost" or ipaddress.ip_address(bind).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback and not auth:
+            err.print(
+                f"WARNING: the chat listens on {bind} WITHOUT a login: anyone who can reach this machine can read"
+                " your documents and databases through it. Set LADDER_UI_AUTH=user:password.",
+                style="bold red",
+                highlight=False,
+                markup=False,
+            )
+        if auth and mcp:
+            err.print("MCP is off: Gradio's MCP endpoint does not check the login.", style="yellow", markup=False)
+        with open_agent(settings) as agent:
+            app = build_app(ChatServices(agent, agent.model))
+            out.print(f"Ladder chat on http://{bind}:{port or settings.ui_port}", highlight=False, markup=False)
+            launch(
+                app,
+                host=bind,
+                port=port or settings.ui_port,
+                auth=auth,
+                mcp=mcp,
+                max_upload_mb=settings.ui_max_upload_mb,
+            )
+
+    run(body)
+
+
 @db_app.command("stop")
 def db_stop() -> None:
     """Stop the embedded PostgreSQL server (it starts again on the next command)."""

@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     embedding_threads: int = Field(default=0, ge=0, le=256)
     embedding_bf16: Literal["auto", "on", "off"] = "auto"
 
+    # The chat UI (ladder chat)
+    ui_host: str = "127.0.0.1"
+    ui_port: int = Field(default=7860, ge=1, le=65535)
+    ui_auth: SecretStr | None = None  # "user:password" (several: comma-separated); required beyond loopback
+    ui_concurrency: int = Field(default=8, ge=1, le=256)
+    ui_max_upload_mb: float = Field(default=50.0, gt=0)
+
     # Ingestion
     collection: str = "default"
     chunk_tokens: int = Field(default=256, ge=16, le=8192)

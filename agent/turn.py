@@ -179,7 +179,10 @@ class Agent:
             answer = f"I could not answer: {error}."
         result = {
             "answer": answer,
-            "citations": [{"doc_id": c["doc_id"], "chunk_id": c["chunk_id"]} for c in final.get("citations") or []],
+            "citations": [
+                {"number": c.get("number"), "doc_id": c["doc_id"], "chunk_id": c["chunk_id"]}
+                for c in final.get("citations") or []
+            ],
             "sub_questions": final.get("sub_questions") or [],
             "fact_check": final.get("fact_check") or [],
             "revised": bool(final.get("revised")),

@@ -95,3 +95,24 @@ def get_turn(conn: psycopg.Connection, turn_id: str) -> dict[str, Any] | None:
         )
     ]
     return turn
+
+
+def set_feedback_comment(conn: psycopg.Connection, feedback_id: int, comment: str) -> None:
+    """Add the comment a user typed after their thumbs-down to that feedback."""
+    comment = comment.strip()
+    if len(comment) > MAX_COMMENT_CHARS:
+        raise FeedbackError(f"the comment is {len(comment)} characters; the limit is {MAX_COMMENT_CHARS}")
+    with conn.transaction():
+        if conn.execute("UPDATE feedback SET comment = %s WHERE id = %s", (comment or None, feedback_id)).rowcount != 1:
+            raise FeedbackError(f"no feedback {feedback_id}")
+
+
+def thread_turns(conn: psycopg.Connection, thread_id: str, limit: int = 200) -> list[dict[str, Any]]:
+    """The turns of a thread, oldest first: what a chat shows when it is opened again."""
+    cur = conn.execute(
+        "SELECT turn_id, question, answer, citations, status, error FROM turns WHERE thread_id = %s"
+        " ORDER BY started_at, turn_id LIMIT %s",
+        (thread_id, limit),
+    )
+    names = [c.name for c in cur.description or []]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -50,10 +50,12 @@ class ScriptedOpenAI:
         chat: Callable[[dict[str, Any]], str | dict[str, Any]] | None = None,
         *,
         delay_s: float = 0.0,
+        token_delay_s: float = 0.0,
     ) -> None:
         self.requests: list[dict[str, Any]] = []
         self.chat = chat or (lambda body: f"You asked: {last_user(body)}")
         self.delay_s = delay_s
+        self.token_delay_s = token_delay_s  # between streamed words, so that a UI sees the stream arrive
         self._lock = threading.Lock()
         outer = self
 
@@ -108,6 +110,8 @@ class ScriptedOpenAI:
                 for i, word in enumerate(words):
                     delta = {"content": word + (" " if i < len(words) - 1 else "")}
                     self._event({**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta}]})
+                    if outer.token_delay_s:
+                        time.sleep(outer.token_delay_s)
                 done = {"index": 0, "delta": {}, "finish_reason": finish}
                 self._event({**base, "object": "chat.completion.chunk", "choices": [done]})
                 if (body.get("stream_options") or {}).get("include_usage"):

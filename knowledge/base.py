@@ -11,7 +11,7 @@ from knowledge.db import Database
 from knowledge.embeddings import Embedder
 from knowledge.ingest import Ingestor, IngestReport
 from knowledge.search import QueryTransform, Reranker, SearchConfig, Searcher, SearchHit, SearchRequest
-from knowledge.store import get_collection, list_collections
+from knowledge.store import get_chunks, get_collection, list_collections
 
 
 class KnowledgeBase:
@@ -66,3 +66,8 @@ class KnowledgeBase:
         with self.db.connection() as conn:
             found = get_collection(conn, collection)
         return found.description if found else ""
+
+    def passages(self, chunk_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """Chunks by id with their source, for showing what an answer cites."""
+        with self.db.connection() as conn:
+            return get_chunks(conn, chunk_ids)

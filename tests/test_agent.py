@@ -80,7 +80,7 @@ def test_a_two_part_question_end_to_end(agent: Agent, corpus: str, model: Script
     assert sorted(e["arguments"]["query"] for e in tools) == sorted(result["sub_questions"])
     assert len([e for e in events if e["type"] == "token"]) > 3  # the draft streamed in pieces
     assert result["answer"].startswith("Fact number 1 is stated [1].")
-    assert result["citations"] and {"doc_id", "chunk_id"} == set(result["citations"][0])
+    assert result["citations"] and {"number", "doc_id", "chunk_id"} == set(result["citations"][0])
     cited_docs = {c["doc_id"] for c in result["citations"]}
     assert cited_docs <= {"refunds", "shipping", "support"}
     assert result["fact_check"] and all(v["supported"] for v in result["fact_check"])
