@@ -13,6 +13,7 @@ from rich.table import Table
 
 from agent import cli_data
 from agent.cli_common import err, load_settings, out, run
+from agent.config import Settings
 
 app = typer.Typer(
     name="ladder",
@@ -237,8 +238,11 @@ def collections_drop(
 @app.command()
 def demo(
     question: Annotated[str, typer.Argument()] = "How do I point Ladder at my own PostgreSQL server?",
+    chat_after: Annotated[
+        bool, typer.Option("--chat", help="Then load the Chinook sample and open the chat on these documents.")
+    ] = False,
 ) -> None:
-    """Ingest Ladder's own documentation and answer a search over it."""
+    """Ingest Ladder's own documentation and answer a search over it (then, with --chat, chat in the browser)."""
 
     def body() -> None:
         from agent.runtime import open_knowledge_base
@@ -264,6 +268,16 @@ def demo(
             )
             out.print(_reflow(hit.text), highlight=False, markup=False)
             out.print()
+        if chat_after:
+            from knowledge.db import Database
+            from tools.sources import registered_sources
+
+            settings = load_settings(collection=DEMO_COLLECTION)
+            with Database(settings.database_config()) as db, db.connection() as conn:
+                has_chinook = "chinook" in registered_sources(conn, settings.data_sources)
+            if not has_chinook:
+                cli_data.db_load("chinook", None)
+            _serve_chat(settings, None, None, True)
 
     run(body)
 
@@ -307,6 +321,39 @@ app.command("sql")(cli_data.sql_command)
 eval_app.command("sql")(cli_data.eval_sql)
 
 
+def _serve_chat(settings: Settings, host: str | None, port: int | None, mcp: bool) -> None:
+    """Start the chat server and block (warning loudly about a bind beyond loopback without a login)."""
+    import ipaddress
+
+    from agent.chat_app import ChatServices, build_app, launch, parse_auth
+    from agent.runtime import open_agent
+
+    bind = host or settings.ui_host
+    try:
+        auth = parse_auth(settings.ui_auth.get_secret_value() if settings.ui_auth else None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="LADDER_UI_AUTH") from None
+    try:
+        loopback = bind == "localhost" or ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not auth:
+        err.print(
+            f"WARNING: the chat listens on {bind} WITHOUT a login: anyone who can reach this machine can read"
+            " your documents and databases through it. Set LADDER_UI_AUTH=user:password.",
+            style="bold red",
+            highlight=False,
+            markup=False,
+        )
+    if auth and mcp:
+        err.print("MCP is off: Gradio's MCP endpoint does not check the login.", style="yellow", markup=False)
+    with open_agent(settings) as agent:
+        app = build_app(ChatServices(agent, agent.model))
+        port = port or settings.ui_port
+        out.print(f"Ladder chat on http://{bind}:{port} (Ctrl-C stops it)", highlight=False, markup=False)
+        launch(app, host=bind, port=port, auth=auth, mcp=mcp, max_upload_mb=settings.ui_max_upload_mb)
+
+
 @app.command()
 def chat(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
@@ -314,46 +361,7 @@ def chat(
     mcp: Annotated[bool, typer.Option("--mcp/--no-mcp", help="Serve ask and search_knowledge over MCP.")] = True,
 ) -> None:
     """Chat with your documents and databases in the browser (Gradio), offline."""
-
-    def body() -> None:
-        import ipaddress
-
-        from agent.chat_app import ChatServices, build_app, launch, parse_auth
-        from agent.runtime import open_agent
-
-        settings = load_settings()
-        bind = host or settings.ui_host
-        try:
-            auth = parse_auth(settings.ui_auth.get_secret_value() if settings.ui_auth else None)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="LADDER_UI_AUTH") from None
-        try:
-            loopback = bind == "localhost" or ipaddress.ip_address(bind).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback and not auth:
-            err.print(
-                f"WARNING: the chat listens on {bind} WITHOUT a login: anyone who can reach this machine can read"
-                " your documents and databases through it. Set LADDER_UI_AUTH=user:password.",
-                style="bold red",
-                highlight=False,
-                markup=False,
-            )
-        if auth and mcp:
-            err.print("MCP is off: Gradio's MCP endpoint does not check the login.", style="yellow", markup=False)
-        with open_agent(settings) as agent:
-            app = build_app(ChatServices(agent, agent.model))
-            out.print(f"Ladder chat on http://{bind}:{port or settings.ui_port}", highlight=False, markup=False)
-            launch(
-                app,
-                host=bind,
-                port=port or settings.ui_port,
-                auth=auth,
-                mcp=mcp,
-                max_upload_mb=settings.ui_max_upload_mb,
-            )
-
-    run(body)
+    run(lambda: _serve_chat(load_settings(), host, port, mcp))
 
 
 @db_app.command("stop")

@@ -227,3 +227,39 @@ def test_registering_a_role_that_could_write_warns(url_db: Database, chinook_rea
         assert add_source(conn, "chin-ro", chinook_reader) is None
         warning = add_source(conn, "chin-rw", admin)
     assert warning is not None and "may write" in warning and "READ ONLY" in warning
+
+
+def test_sql_tools_for_callers_that_bring_their_own_model(chinook_reader: str) -> None:
+    from tools.sql_tools import NAMES, SCHEMAS, call_sql_tool
+
+    source = open_source("chinook", chinook_reader)
+    assert (
+        {s["function"]["name"] for s in SCHEMAS}
+        == NAMES
+        == {
+            "list_tables",
+            "describe_table",
+            "query_database",
+            "run_sql",
+        }
+    )
+    assert "artist" in call_sql_tool("list_tables", "", source)["tables"]
+    described = call_sql_tool("describe_table", '{"table": "album"}', source)
+    assert described["primary_key"] == ["album_id"] and len(described["samples"]) == 3
+    ran = call_sql_tool("run_sql", {"sql": "SELECT name FROM artist ORDER BY artist_id"}, source)
+    assert ran["rows"][0] == ["AC/DC"] and ran["truncated"] and len(ran["rows"]) == 50  # capped for a context
+    assert "only SELECT" in call_sql_tool("run_sql", {"sql": "DELETE FROM artist"}, source)["error"]
+    assert "not valid JSON" in call_sql_tool("run_sql", "{nope", source)["error"]
+    assert "unknown arguments: extra" in call_sql_tool("run_sql", {"sql": "SELECT 1", "extra": 1}, source)["error"]
+    assert "missing text arguments: sql" in call_sql_tool("run_sql", {}, source)["error"]
+    assert "the limit is 200" in call_sql_tool("describe_table", {"table": "t" * 300}, source)["error"]
+    assert "no table 'nope'" in call_sql_tool("describe_table", {"table": "nope"}, source)["error"]
+    assert "unknown tool" in call_sql_tool("drop_everything", {}, source)["error"]
+    assert "needs a chat model" in call_sql_tool("query_database", {"question": "How many?"}, source)["error"]
+    answered = call_sql_tool(
+        "query_database",
+        {"question": "How many artists?"},
+        source,
+        caller=_Replay(lambda messages: "SELECT count(*) FROM artist"),
+    )
+    assert answered["rows"] == [[275]] and answered["sql"].startswith("SELECT")

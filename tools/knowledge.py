@@ -8,13 +8,15 @@ validated and clamped before they reach the knowledge base.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from knowledge.base import KnowledgeBase
 from knowledge.search import MODES, SearchHit
+from tools.arguments import ToolArgumentError, decode_arguments
+
+__all__ = ["NAME", "SCHEMA", "ToolArgumentError", "format_passages", "parse_arguments"]
 
 NAME = "search_knowledge"
 MAX_K = 20
@@ -42,10 +44,6 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-class ToolArgumentError(ValueError):
-    """A model called the tool with arguments it cannot use; the message goes back to the model."""
-
-
 @dataclass(frozen=True)
 class SearchArguments:
     query: str
@@ -54,13 +52,7 @@ class SearchArguments:
 
 def parse_arguments(raw: str | dict[str, Any], default_k: int = 5) -> SearchArguments:
     """Validate a model's arguments (a JSON string or a dict); clamp k into 1..MAX_K."""
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw or "{}")
-        except json.JSONDecodeError as exc:
-            raise ToolArgumentError(f"arguments are not valid JSON: {exc.msg}") from exc
-    if not isinstance(raw, dict):
-        raise ToolArgumentError("arguments must be a JSON object")
+    raw = decode_arguments(raw)
     unknown = set(raw) - {"query", "k"}
     if unknown:
         raise ToolArgumentError(f"unknown arguments {sorted(unknown)}; use 'query' and 'k'")

@@ -8,10 +8,10 @@ to read and correct, never as an exception that ends the conversation.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
+from tools.arguments import decode_arguments
 from tools.sql import DataSource, DataSourceError, QueryResult
 from tools.sql_safety import SQLRefused
 from tools.sql_writer import JSONCaller, query_database
@@ -71,13 +71,7 @@ def table_payload(result: QueryResult, shown: int = SHOWN_ROWS) -> dict[str, Any
 
 
 def _arguments(name: str, raw: str | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw or "{}")
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"the arguments are not JSON: {exc.msg}") from exc
-    if not isinstance(raw, dict):
-        raise ValueError("the arguments must be a JSON object")
+    raw = decode_arguments(raw)
     schema = next(s for s in SCHEMAS if s["function"]["name"] == name)["function"]["parameters"]
     unknown = set(raw) - set(schema["properties"])
     missing = [k for k in schema["required"] if not isinstance(raw.get(k), str) or not raw[k].strip()]
