@@ -42,6 +42,7 @@ class ChatServices:
 
     agent: Agent
     model_name: str
+    database: str | None = None  # picked when the page opens
 
     @property
     def settings(self) -> Any:
@@ -291,7 +292,9 @@ def build_app(services: ChatServices) -> gr.Blocks:
                 collection = gr.Dropdown(
                     handlers.collections(), value=settings.collection, label="Collection", allow_custom_value=True
                 )
-                database = gr.Dropdown(handlers.databases(), value=NO_DATABASE, label="Database")
+                database = gr.Dropdown(
+                    handlers.databases(), value=services.database or NO_DATABASE, label="Database", elem_id="database"
+                )
                 switches = gr.CheckboxGroup(list(SWITCHES), value=default_switches, label="Techniques")
                 files = gr.File(label="Add documents to the collection", file_count="multiple", type="filepath")
                 ingest_button = gr.Button("Ingest", elem_id="ingest")

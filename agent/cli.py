@@ -321,7 +321,7 @@ app.command("sql")(cli_data.sql_command)
 eval_app.command("sql")(cli_data.eval_sql)
 
 
-def _serve_chat(settings: Settings, host: str | None, port: int | None, mcp: bool) -> None:
+def _serve_chat(settings: Settings, host: str | None, port: int | None, mcp: bool, database: str | None = None) -> None:
     """Start the chat server and block (warning loudly about a bind beyond loopback without a login)."""
     import ipaddress
 
@@ -348,7 +348,7 @@ def _serve_chat(settings: Settings, host: str | None, port: int | None, mcp: boo
     if auth and mcp:
         err.print("MCP is off: Gradio's MCP endpoint does not check the login.", style="yellow", markup=False)
     with open_agent(settings) as agent:
-        app = build_app(ChatServices(agent, agent.model))
+        app = build_app(ChatServices(agent, agent.model, database))
         port = port or settings.ui_port
         out.print(f"Ladder chat on http://{bind}:{port} (Ctrl-C stops it)", highlight=False, markup=False)
         launch(app, host=bind, port=port, auth=auth, mcp=mcp, max_upload_mb=settings.ui_max_upload_mb)
@@ -359,9 +359,11 @@ def chat(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default 7860).")] = None,
     mcp: Annotated[bool, typer.Option("--mcp/--no-mcp", help="Serve ask and search_knowledge over MCP.")] = True,
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="The collection picked first.")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="A registered database picked first.")] = None,
 ) -> None:
     """Chat with your documents and databases in the browser (Gradio), offline."""
-    run(lambda: _serve_chat(load_settings(), host, port, mcp))
+    run(lambda: _serve_chat(load_settings(collection=collection), host, port, mcp, db))
 
 
 @db_app.command("stop")

@@ -194,12 +194,12 @@ class Agent:
         }
         if final.get("data"):
             result["data"] = final["data"]
+        if error is not None:
+            result["error"] = error
         try:
             self._log(finish_turn, turn_id, result)
         except psycopg.Error as exc:  # the answer still reaches the user; the turn stays 'running'
             log.warning("could not complete turn %s in the log: %s", turn_id, exc)
-        if error is not None:
-            result["error"] = error
         return result
 
     def _log(self, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
