@@ -273,7 +273,7 @@ def build_app(services: ChatServices) -> gr.Blocks:
             with gr.Column(scale=4):
                 chat = gr.Chatbot(
                     elem_id="chat",
-                    height=620,
+                    height="72vh",
                     buttons=["copy", "copy_all"],
                     placeholder="Ask about your documents, or pick a database and ask about its data.",
                 )

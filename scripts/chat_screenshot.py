@@ -41,7 +41,7 @@ def main() -> None:
         _wait_http(port)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
-            page = browser.new_page(locale="en-US", viewport={"width": 1300, "height": 1100})
+            page = browser.new_page(locale="en-US", viewport={"width": 1300, "height": 1500})
             page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
             for question, expected in QUESTIONS:
                 before = page.locator("#chat").inner_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlglot
 from langgraph.runtime import Runtime
 
 from agent.context import TurnContext
@@ -32,9 +33,17 @@ def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def render(database: str, payload: dict[str, Any]) -> str:
+def readable_sql(text: str, dialect: str) -> str:
+    """The SQL laid out on several lines for reading (as it is, if it does not parse)."""
+    try:
+        return sqlglot.transpile(text, read=dialect, write=dialect, pretty=True)[0]
+    except (sqlglot.errors.SqlglotError, IndexError):
+        return text
+
+
+def render(database: str, payload: dict[str, Any], dialect: str = "postgres") -> str:
     """The chat answer: the table (or the error) and the SQL."""
-    sql = f"\n\n```sql\n{payload['sql']}\n```" if payload.get("sql") else ""
+    sql = f"\n\n```sql\n{readable_sql(payload['sql'], dialect)}\n```" if payload.get("sql") else ""
     if payload.get("error") or "columns" not in payload:
         return f"I could not answer from the {database} database: {payload.get('error', 'no result')}.{sql}"
     rows = payload["rows"]
@@ -79,7 +88,7 @@ def query_data(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any
         )
         result["rows"] = len(payload.get("rows") or [])
         result["attempts"] = len(payload.get("attempts") or []) + 1
-        text = render(source.name, payload)
+        text = render(source.name, payload, source.dialect)
         emit(runtime, {"type": "token", "text": text})
     errors = [payload["error"]] if payload.get("error") else []
     return {"answer": text, "data": payload, "errors": errors}
