@@ -213,7 +213,8 @@ class LocalModelServer:
         command = [
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "agent.model_server",  # llama_cpp.server, exiting when this process is gone
+            str(os.getpid()),
             "--model",
             str(self.model_file),
             "--model_alias",

@@ -67,7 +67,15 @@ class ModelCaller:
                 raise BudgetExceeded(f"the turn reached its limit of {self.max_calls} model calls")
             self.stats.calls += 1
 
-    def _record(self, step: str, messages: list[dict[str, Any]], reply: str, usage: Any, started: float) -> None:
+    def _record(
+        self,
+        step: str,
+        messages: list[dict[str, Any]],
+        reply: str,
+        usage: Any,
+        started: float,
+        tool_calls: list[dict[str, Any]] | None = None,
+    ) -> None:
         if usage is not None and getattr(usage, "prompt_tokens", None) is not None:
             prompt, completion, estimated = usage.prompt_tokens, usage.completion_tokens or 0, False
         else:  # servers that do not report usage (llama.cpp when streaming): count with tiktoken
@@ -78,8 +86,19 @@ class ModelCaller:
             self.stats.completion_tokens += completion
             self.stats.seconds += time.perf_counter() - started
             self.stats.estimated = self.stats.estimated or estimated
+            # Everything the turn log needs to rebuild the call as a fine-tuning example.
             self.stats.log.append(
-                {"step": step, "prompt_tokens": prompt, "completion_tokens": completion, "estimated": estimated}
+                {
+                    "step": step,
+                    "model": self.model,
+                    "messages": [dict(m) for m in messages],
+                    "reply": reply,
+                    "tool_calls": tool_calls or [],
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "estimated": estimated,
+                    "seconds": round(time.perf_counter() - started, 3),
+                }
             )
 
     def _complete(self, step: str, messages: list[dict[str, Any]], max_tokens: int | None, **extra: Any) -> Any:
@@ -94,7 +113,8 @@ class ModelCaller:
             **extra,
         )
         message = response.choices[0].message
-        self._record(step, messages, message.content or "", response.usage, started)
+        calls = [c.model_dump() for c in message.tool_calls or []]
+        self._record(step, messages, message.content or "", response.usage, started, calls)
         return message
 
     def text(

@@ -32,6 +32,23 @@ from tools.sources import get_source
 from tools.sql import DataSource, DataSourceError
 
 log = logging.getLogger(__name__)
+# What the turn log keeps of the settings in force: the knobs that change answers, never URLs or keys.
+LOGGED_SETTINGS = (
+    "chat_model",
+    "local_model",
+    "embedding_model",
+    "search_mode",
+    "research_mode",
+    "rerank_method",
+    "passages_per_question",
+    "max_sub_questions",
+    "max_tool_calls",
+    "max_revisions",
+    "answer_max_tokens",
+    "hybrid_dense_weight",
+    "hybrid_keyword_weight",
+    "rrf_k",
+)
 RECURSION_LIMIT = 40  # supersteps per turn; the graph needs 7 plus one per sub-question
 Event = dict[str, Any]
 
@@ -149,10 +166,14 @@ class Agent:
         }
         final: dict[str, Any] = {}
         error: str | None = None
+        steps: list[Event] = []  # every event but the tokens, for the turn log
         try:
             for mode, chunk in self.graph.stream(fresh, config, context=context, stream_mode=["custom", "values"]):
-                if mode == "custom" and on_event is not None:
-                    on_event(chunk)
+                if mode == "custom":
+                    if chunk.get("type") != "token":
+                        steps.append(chunk)
+                    if on_event is not None:
+                        on_event(chunk)
                 elif mode == "values":
                     final = chunk
         except BudgetExceeded as exc:
@@ -196,8 +217,18 @@ class Agent:
             result["data"] = final["data"]
         if error is not None:
             result["error"] = error
+        details = {
+            "model": self.model,
+            "settings": {name: getattr(settings, name) for name in LOGGED_SETTINGS},
+            "sub_questions": final.get("sub_questions") or [],
+            "draft": final.get("draft") or None,
+            "fact_check": final.get("fact_check") or [],
+            "passages": _ranked_passages(final.get("research") or []),
+            "events": steps,
+            "model_calls": caller.stats.log,
+        }
         try:
-            self._log(finish_turn, turn_id, result)
+            self._log(finish_turn, turn_id, result, details)
         except psycopg.Error as exc:  # the answer still reaches the user; the turn stays 'running'
             log.warning("could not complete turn %s in the log: %s", turn_id, exc)
         return result
@@ -226,6 +257,15 @@ class Agent:
         except Exception:  # a failing checkpointer must not hide the original error
             return {}
         return dict(snapshot.values or {})
+
+
+def _ranked_passages(research: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every retrieved passage with its sub-question, rank and score (text kept: chunks can change later)."""
+    return [
+        {"sub_question": item["index"], "rank": rank, **passage}
+        for item in sorted(research, key=lambda r: r["index"])
+        for rank, passage in enumerate(item["passages"], start=1)
+    ]
 
 
 def _short(exc: BaseException) -> str:

@@ -35,12 +35,21 @@ def start_turn(
         )
 
 
-def finish_turn(conn: psycopg.Connection, turn_id: str, result: dict[str, Any]) -> None:
-    """Complete the turn with the answer (``failed`` when the result carries an error)."""
+def finish_turn(
+    conn: psycopg.Connection, turn_id: str, result: dict[str, Any], details: dict[str, Any] | None = None
+) -> None:
+    """Complete the turn with the answer (``failed`` when the result carries an error) and its details:
+    model, settings, sub_questions, draft, fact_check, passages, events, model_calls."""
+    details = details or {}
+
+    def js(key: str) -> Jsonb | None:
+        return Jsonb(details[key]) if details.get(key) is not None else None
+
     with conn.transaction():
         conn.execute(
             "UPDATE turns SET status = %s, answer = %s, citations = %s, data = %s, usage = %s, error = %s,"
-            " finished_at = now() WHERE turn_id = %s",
+            " model = %s, settings = %s, sub_questions = %s, draft = %s, fact_check = %s, passages = %s,"
+            " events = %s, model_calls = %s, finished_at = now() WHERE turn_id = %s",
             (
                 "failed" if result.get("error") else "done",
                 result.get("answer"),
@@ -48,6 +57,14 @@ def finish_turn(conn: psycopg.Connection, turn_id: str, result: dict[str, Any]) 
                 Jsonb(result.get("data")) if result.get("data") else None,
                 Jsonb(result.get("usage") or {}),
                 result.get("error"),
+                details.get("model"),
+                Jsonb(details.get("settings") or {}),
+                js("sub_questions"),
+                details.get("draft"),
+                js("fact_check"),
+                js("passages"),
+                js("events"),
+                js("model_calls"),
                 turn_id,
             ),
         )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,33 @@ def test_endpoints_say_how_to_constrain_json() -> None:
         forced = Settings(openai_base_url=server.base_url, chat_model="m", llm_json_mode="json_object")
         with open_chat_endpoint(forced) as remote:
             assert remote.json_mode == "json_object"
+
+
+def test_the_embedded_server_dies_with_its_parent(tmp_path: Path) -> None:
+    """A parent killed with SIGKILL runs no cleanup: the model server must still go away."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from agent.local_model import KNOWN_MODELS, LocalModelServer, assemble\n"
+        "server = LocalModelServer(assemble(KNOWN_MODELS['qwen2.5-coder-0.5b-instruct']), alias='s', threads=1,"
+        " context_tokens=512, log_dir=Path(sys.argv[1]))\n"
+        "server.start()\n"
+        "print(server._process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())  # type: ignore[union-attr]
+    os.kill(child, 0)  # running
+    parent.kill()
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child, os.WNOHANG)  # reap it if it became our child
+        time.sleep(0.5)
+    os.kill(child, 9)
+    pytest.fail("the model server outlived its killed parent")
