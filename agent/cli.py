@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agent import cli_data
+from agent import cli_data, cli_logs
 from agent.cli_common import err, load_settings, out, run
 from agent.config import Settings
 
@@ -319,6 +319,10 @@ db_app.command("load")(cli_data.db_load)
 db_app.add_typer(cli_data.examples_app, name="examples")
 app.command("sql")(cli_data.sql_command)
 eval_app.command("sql")(cli_data.eval_sql)
+app.add_typer(cli_logs.logs_app, name="logs")
+app.command("feedback")(cli_logs.feedback)
+app.add_typer(cli_logs.export_app, name="export")
+app.add_typer(cli_logs.finetune_app, name="finetune")
 
 
 def _serve_chat(settings: Settings, host: str | None, port: int | None, mcp: bool, database: str | None = None) -> None:

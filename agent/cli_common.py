@@ -22,6 +22,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from agent.llm import ModelConfigError
     from agent.local_model import LocalModelError
     from agent.turn import QuestionError
+    from agent.turn_log import FeedbackError
     from knowledge.db import DatabaseError
     from knowledge.embeddings import EmbeddingError
     from knowledge.pgembed import EmbeddedPostgresError
@@ -42,6 +43,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ModelConfigError,
         OpenAIError,
         QuestionError,
+        FeedbackError,
         DataSourceError,
         SQLRefused,
     )

@@ -53,6 +53,8 @@ class ScriptedOpenAI:
         token_delay_s: float = 0.0,
     ) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.files: dict[str, bytes] = {}  # uploads to /v1/files
+        self.jobs: dict[str, dict[str, Any]] = {}  # fine-tuning jobs
         self.chat = chat or (lambda body: f"You asked: {last_user(body)}")
         self.delay_s = delay_s
         self.token_delay_s = token_delay_s  # between streamed words, so that a UI sees the stream arrive
@@ -65,8 +67,70 @@ class ScriptedOpenAI:
             def log_message(self, *args: object) -> None:
                 return
 
+            def _remember(self, body: dict[str, Any] | None) -> None:
+                with outer._lock:
+                    outer.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+
+            def do_GET(self) -> None:
+                self._remember(None)
+                path = self.path.split("?", 1)[0]
+                parts = path.strip("/").split("/")
+                if path == "/v1/fine_tuning/jobs":
+                    return self._send(200, {"object": "list", "data": list(outer.jobs.values()), "has_more": False})
+                if len(parts) == 4 and parts[:3] == ["v1", "fine_tuning", "jobs"] and parts[3] in outer.jobs:
+                    return self._send(200, outer.jobs[parts[3]])
+                if len(parts) == 5 and parts[4] == "events" and parts[3] in outer.jobs:
+                    event = {"id": "ev-1", "object": "fine_tuning.job.event", "created_at": 0, "level": "info"}
+                    data = [{**event, "message": f"Job {parts[3]} is {outer.jobs[parts[3]]['status']}"}]
+                    return self._send(200, {"object": "list", "data": data, "has_more": False})
+                return self._send(404, {"error": {"message": "not scripted", "type": "invalid_request_error"}})
+
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/v1/files":  # multipart upload: keep the bytes for the test to read
+                    with outer._lock:
+                        file_id = f"file-{len(outer.files) + 1}"
+                        outer.files[file_id] = raw
+                        outer.requests.append(
+                            {"path": self.path, "body": None, "auth": self.headers.get("Authorization")}
+                        )
+                    return self._send(
+                        200,
+                        {
+                            "id": file_id,
+                            "object": "file",
+                            "bytes": len(raw),
+                            "created_at": 0,
+                            "filename": "upload.jsonl",
+                            "purpose": "fine-tune",
+                            "status": "processed",
+                        },
+                    )
+                body = json.loads(raw or b"{}")
+                if self.path == "/v1/fine_tuning/jobs":
+                    with outer._lock:
+                        job_id = f"ftjob-{len(outer.jobs) + 1}"
+                        outer.jobs[job_id] = {
+                            "id": job_id,
+                            "object": "fine_tuning.job",
+                            "created_at": 0,
+                            "model": body["model"],
+                            "training_file": body["training_file"],
+                            "validation_file": body.get("validation_file"),
+                            "status": "queued",
+                            "fine_tuned_model": None,
+                            "organization_id": "org-scripted",
+                            "result_files": [],
+                            "seed": 0,
+                            "hyperparameters": {"n_epochs": "auto"},
+                            "finished_at": None,
+                            "error": None,
+                            "trained_tokens": None,
+                        }
+                        outer.requests.append(
+                            {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
+                        )
+                    return self._send(200, outer.jobs[job_id])
                 with outer._lock:
                     outer.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 if self.path == "/v1/chat/completions":

@@ -239,7 +239,7 @@ def test_split_is_deterministic_and_sized() -> None:
 
 @pytest.mark.parametrize("fraction", [-0.1, 0.51, 1.0, float("nan")])
 def test_split_rejects_bad_fractions(fraction: float) -> None:
-    with pytest.raises(ValueError, match="between 0 and 0.5"):
+    with pytest.raises(ValueError, match=r"between 0 and 0\.5"):
         fd.split_train_validation([simple()], fraction)
 
 
