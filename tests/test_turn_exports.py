@@ -194,3 +194,56 @@ def test_finetune_submit_and_status_through_the_api(kb: KnowledgeBase, tmp_path:
         assert refused.returncode == 1 and "format errors" in refused.stderr and len(api.files) == 2
     checked = cli(kb, "finetune", "check", str(bad))
     assert checked.returncode == 1 and "example_missing_assistant_message" in checked.stdout
+
+
+def test_embeddings_are_fine_tuned_on_approved_turns(kb: KnowledgeBase, collection: str, tmp_path: Path) -> None:
+    import uuid
+
+    from psycopg.types.json import Jsonb
+
+    from evals.embedding_rung import run_embedding_rung
+    from knowledge.embeddings import EmbeddingError
+
+    facts = [
+        ("Refunds", "Refunds are paid within 14 days after the returned parcel arrives.", "How fast are refunds?"),
+        ("Shipping", "Parcels ship from the Rotterdam warehouse every weekday.", "Where do parcels leave from?"),
+        ("Support", "Support answers email within one working day.", "When does support reply?"),
+        ("Returns", "Returns are free for 30 days with the prepaid label.", "Do returns cost anything?"),
+        ("Payment", "We accept cards, bank transfer and invoices for companies.", "How can I pay?"),
+        ("Warranty", "Every product has a two-year warranty against defects.", "How long is the warranty?"),
+    ]
+    path = tmp_path / "facts.jsonl"
+    path.write_text("\n".join(json.dumps({"id": t.lower(), "title": t, "text": x}) for t, x, _ in facts))
+    kb.ingest([path], collection, progress=False)
+    settings = Settings(data_dir=kb.db.embedded.root, collection=collection)
+    with pytest.raises(EmbeddingError, match="at least 2"):
+        run_embedding_rung(settings, collection)
+    with kb.db.connection() as conn:
+        for title, text, question in facts:
+            chunk_id, doc_id = conn.execute(
+                "SELECT c.id, d.doc_id FROM chunks c JOIN documents d ON d.id = c.document_id"
+                " JOIN collections k ON k.id = c.collection_id WHERE k.name = %s AND c.text = %s",
+                (collection, text),
+            ).fetchone()
+            turn_id = uuid.uuid4().hex
+            cited = {"doc_id": doc_id, "chunk_id": chunk_id}
+            passage = {**cited, "title": title, "text": text, "rank": 1, "score": 1.0}
+            conn.execute(
+                "INSERT INTO turns (turn_id, thread_id, question, collection, status, answer, citations, passages)"
+                " VALUES (%s, %s, %s, %s, 'done', %s, %s, %s)",
+                (turn_id, turn_id, question, collection, text, Jsonb([{"number": 1, **cited}]), Jsonb([passage])),
+            )
+            add_feedback(conn, turn_id, "up")
+    report = run_embedding_rung(settings, collection, epochs=2)
+    assert report["pairs"] == 6 and report["trained_on"] == 5 and report["measured_on_held_out"]
+    assert report["chunks_reembedded"] == 6 and report["collection"] == f"{collection}-ft"
+    assert (Path(report["model_dir"]) / "config.json").is_file()
+    assert 0 <= report["mrr@10_before"] <= 1 and 0 <= report["mrr@10_after"] <= 1
+    tuned = Settings(data_dir=kb.db.embedded.root, embedding_model=report["model_dir"])
+    from agent.runtime import open_knowledge_base
+
+    with open_knowledge_base(tuned) as tuned_kb:
+        hits = tuned_kb.search("How fast are refunds?", report["collection"], k=1, mode="dense")
+    assert hits[0].doc_id == "refunds"
+    with pytest.raises(Exception, match="exists already"):
+        run_embedding_rung(settings, collection)
