@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agent import cli_data, cli_logs
+from agent import cli_data, cli_eval, cli_logs
 from agent.cli_common import err, load_settings, out, run
 from agent.config import Settings
 
@@ -319,6 +319,10 @@ db_app.command("load")(cli_data.db_load)
 db_app.add_typer(cli_data.examples_app, name="examples")
 app.command("sql")(cli_data.sql_command)
 eval_app.command("sql")(cli_data.eval_sql)
+eval_app.command("run")(cli_eval.eval_run)
+eval_app.command("report")(cli_eval.eval_report)
+eval_app.command("compare")(cli_eval.eval_compare)
+eval_app.command("sweep-chunks")(cli_eval.eval_sweep_chunks)
 app.add_typer(cli_logs.logs_app, name="logs")
 app.command("feedback")(cli_logs.feedback)
 app.add_typer(cli_logs.export_app, name="export")

@@ -23,6 +23,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from agent.local_model import LocalModelError
     from agent.turn import QuestionError
     from agent.turn_log import FeedbackError
+    from evals.eval_sets import EvalSetError
+    from evals.ladder_run import LadderError
     from knowledge.db import DatabaseError
     from knowledge.embeddings import EmbeddingError
     from knowledge.pgembed import EmbeddedPostgresError
@@ -44,6 +46,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
         OpenAIError,
         QuestionError,
         FeedbackError,
+        EvalSetError,
+        LadderError,
         DataSourceError,
         SQLRefused,
     )

@@ -21,13 +21,17 @@ from knowledge.embeddings import EmbeddingError, load_embedder
 
 
 def _mrr(kb: KnowledgeBase, collection: str, pairs: list[dict[str, Any]], k: int = 10) -> float:
-    """Mean reciprocal rank of each pair's passage among the top ``k`` dense hits (by text: ids differ)."""
-    total = 0.0
+    """Mean reciprocal rank, per question, of the first of its cited passages among the top ``k`` dense
+    hits (passages matched by text: chunk ids differ between the two collections)."""
+    cited: dict[str, set[str]] = {}
     for pair in pairs:
-        hits = kb.search(pair["question"], collection, k=k, mode="dense")
-        rank = next((i for i, h in enumerate(hits, start=1) if h.text == pair["text"]), None)
+        cited.setdefault(pair["question"], set()).add(pair["text"])
+    total = 0.0
+    for question, texts in cited.items():
+        hits = kb.search(question, collection, k=k, mode="dense")
+        rank = next((i for i, h in enumerate(hits, start=1) if h.text in texts), None)
         total += 1.0 / rank if rank else 0.0
-    return total / len(pairs) if pairs else float("nan")
+    return total / len(cited) if cited else float("nan")
 
 
 def run_embedding_rung(
@@ -52,9 +56,12 @@ def run_embedding_rung(
                 f"{len(pairs)} (question, cited passage) pairs from approved turns in {collection!r}; at least 2"
                 " are needed (thumbs up in the chat or `ladder feedback TURN up`)"
             )
-        random.Random(seed).shuffle(pairs)
-        held = pairs[: int(len(pairs) * holdout)] if len(pairs) >= 5 else []
-        train = pairs[len(held) :]
+        # Split by question, not by pair: a question seen in training would flatter the result.
+        questions = sorted({p["question"] for p in pairs})
+        random.Random(seed).shuffle(questions)
+        held_questions = set(questions[: int(len(questions) * holdout)]) if len(questions) >= 5 else set()
+        held = [p for p in pairs if p["question"] in held_questions]
+        train = [p for p in pairs if p["question"] not in held_questions]
         model_dir = settings.data_dir / "models" / "embeddings" / target
         started = time.perf_counter()
         report = train_embeddings(
@@ -73,7 +80,7 @@ def run_embedding_rung(
         "model_dir": str(model_dir),
         "pairs": len(pairs),
         "trained_on": len(train),
-        "measured_on": len(measured),
+        "measured_on_questions": len({p["question"] for p in measured}),
         "measured_on_held_out": bool(held),
         "training_seconds": report.seconds,
         "total_seconds": round(total_seconds, 2),

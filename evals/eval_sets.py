@@ -1,0 +1,169 @@
+"""Evaluation sets in one JSONL format, and readers for the shared data and Ladder's own exports.
+
+A line: ``{"id", "question", "reference_answer"?, "reference_contexts"?, "reference_doc_ids"?,
+"label"?}`` (what `ladder export evalset` writes). A set may also carry the documents its
+questions are about (ingested into their own collection before a run) and an instruction that is
+appended to every question (PubMedQA: begin with yes, no or maybe).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evals.datasets import load_fanoutqa, shared_data_dir
+
+FIELDS = ("id", "question", "reference_answer", "reference_contexts", "reference_doc_ids", "label")
+BUILT_IN = ("pubmedqa", "fanoutqa", "sql-eval")
+
+
+class EvalSetError(ValueError):
+    """An evaluation set that cannot be read; the message names the file and line."""
+
+
+@dataclass
+class EvalExample:
+    id: str
+    question: str
+    reference_answer: str | None = None
+    reference_contexts: list[str] | None = None
+    reference_doc_ids: list[str] | None = None
+    label: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class EvalSet:
+    name: str
+    examples: list[EvalExample]
+    documents: list[dict[str, str]] = field(default_factory=list)  # {"id", "title", "text"}
+    instruction: str = ""
+    labels: tuple[str, ...] = ()
+
+    def prompt(self, example: EvalExample) -> str:
+        return f"{example.question} {self.instruction}".strip() if self.instruction else example.question
+
+
+def _strings(value: Any, name: str, where: str) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise EvalSetError(f"{where}: {name} must be a list of strings")
+    return value
+
+
+def read_jsonl(path: Path) -> EvalSet:
+    """An evaluation set from a JSONL file in Ladder's format; every line is checked."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvalSetError(f"cannot read {path}: {exc}") from exc
+    examples, seen = [], set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvalSetError(f"{where}: not JSON ({exc.msg})") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("question"), str) or not record["question"]:
+            raise EvalSetError(f"{where}: each line needs a non-empty string 'question'")
+        unknown = set(record) - set(FIELDS)
+        if unknown:
+            raise EvalSetError(f"{where}: unknown keys {sorted(unknown)} (known: {', '.join(FIELDS)})")
+        example_id = str(record.get("id") or number)
+        if example_id in seen:
+            raise EvalSetError(f"{where}: the id {example_id!r} appears twice")
+        seen.add(example_id)
+        examples.append(
+            EvalExample(
+                id=example_id,
+                question=record["question"],
+                reference_answer=record.get("reference_answer"),
+                reference_contexts=_strings(record.get("reference_contexts"), "reference_contexts", where),
+                reference_doc_ids=_strings(record.get("reference_doc_ids"), "reference_doc_ids", where),
+                label=record.get("label"),
+            )
+        )
+    if not examples:
+        raise EvalSetError(f"{path}: no examples")
+    return EvalSet(name=path.stem, examples=examples)
+
+
+def write_jsonl(evalset: EvalSet, path: Path) -> Path:
+    with path.open("w", encoding="utf-8") as handle:
+        for example in evalset.examples:
+            handle.write(json.dumps(example.to_dict(), ensure_ascii=False) + "\n")
+    return path
+
+
+def pubmedqa_set(path: Path | None = None) -> EvalSet:
+    """PubMedQA (PQA-L dev): a yes/no/maybe label, the long answer, and the question's own abstract."""
+    path = path or shared_data_dir() / "pubmedqa" / "pqal_dev.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    examples, documents = [], []
+    for pmid, item in raw.items():
+        contexts = item["CONTEXTS"]
+        if isinstance(contexts, str):  # this copy stores lists as their Python repr
+            contexts = ast.literal_eval(contexts)
+        abstract = "\n\n".join(contexts)
+        documents.append({"id": pmid, "title": "", "text": abstract})
+        examples.append(
+            EvalExample(
+                id=pmid,
+                question=item["QUESTION"],
+                reference_answer=item.get("LONG_ANSWER"),
+                reference_contexts=[abstract],
+                reference_doc_ids=[pmid],
+                label=item.get("final_decision"),
+            )
+        )
+    return EvalSet(
+        "pubmedqa",
+        examples,
+        documents,
+        instruction="Begin your answer with yes, no or maybe.",
+        labels=("yes", "no", "maybe"),
+    )
+
+
+def fanoutqa_set() -> EvalSet:
+    """FanOutQA dev: multi-part questions; the reference answer is the gold answer as text."""
+    raw = json.loads((shared_data_dir() / "fanoutqa" / "fanout_dev_part.json").read_text(encoding="utf-8"))
+    answers = {r["id"]: r.get("answer") for r in raw}
+    examples = [
+        EvalExample(id=item.id, question=item.question, reference_answer=str(answers.get(item.id) or "") or None)
+        for item in load_fanoutqa()
+    ]
+    return EvalSet("fanoutqa", examples)
+
+
+def sqleval_set() -> EvalSet:
+    """defog's sql-eval questions; the reference answer is the gold SQL, the label the category."""
+    from evals.sql_eval import read_questions
+
+    questions = read_questions(shared_data_dir() / "sql-eval" / "questions_postgres.csv")
+    examples = [
+        EvalExample(id=str(q.id), question=q.prompt, reference_answer=q.gold, label=q.category) for q in questions
+    ]
+    return EvalSet("sql-eval", examples)
+
+
+def load_eval_set(name: str) -> EvalSet:
+    """A built-in set by name (pubmedqa, fanoutqa, sql-eval) or a JSONL file by path."""
+    if name == "pubmedqa":
+        return pubmedqa_set()
+    if name == "fanoutqa":
+        return fanoutqa_set()
+    if name == "sql-eval":
+        return sqleval_set()
+    path = Path(name)
+    if not path.is_file():
+        raise EvalSetError(f"no evaluation set {name!r}: use {', '.join(BUILT_IN)} or a JSONL file")
+    return read_jsonl(path)
