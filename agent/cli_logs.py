@@ -173,7 +173,7 @@ def export_finetune(
                 open_checkpointer(kb.db.url) as checkpointer,
                 kb.db.connection() as conn,
             ):
-                agent = Agent(settings, kb, endpoint.client, endpoint.model, checkpointer, json_mode=endpoint.json_mode)
+                agent = Agent.on_endpoint(settings, kb, endpoint, checkpointer)
                 examples, dropped = distilled_examples(agent, conn, system=system, personal=redact_personal)
         else:
             with Database(settings.database_config()) as db, db.connection() as conn:

@@ -84,6 +84,11 @@ DRAFT_EXAMPLE = (
     'Question: When was the library founded?\n<passage id="1">The city library opened in 1902.</passage>',
     "The library was founded in 1902 [1].",
 )
+# Without passages (the ladder's first rungs), one example of the answer wanted: direct, then why.
+BASELINE_EXAMPLE = (
+    "Is the orbit of the Earth around the Sun a perfect circle?",
+    "No. It is an ellipse, although a nearly circular one: the distance to the Sun varies by about 3% over a year.",
+)
 SMALLTALK = "You are Ladder, a friendly assistant for a team's documents. Reply briefly to the user."
 
 # -- fact check ----------------------------------------------------------------------------------

@@ -37,12 +37,4 @@ def open_agent(settings: Settings) -> Iterator[Agent]:
         open_chat_endpoint(settings) as endpoint,
         open_checkpointer(kb.db.url) as checkpointer,
     ):
-        yield Agent(
-            settings,
-            kb,
-            endpoint.client,
-            endpoint.model,
-            checkpointer,
-            json_mode=endpoint.json_mode,
-            embedded=endpoint.embedded,
-        )
+        yield Agent.on_endpoint(settings, kb, endpoint, checkpointer)

@@ -112,6 +112,19 @@ class Agent:
         self.embedded = embedded
         self.graph = build_graph(checkpointer)
 
+    @classmethod
+    def on_endpoint(cls, settings: Settings, kb: KnowledgeBase | None, endpoint: Any, checkpointer: Any) -> Agent:
+        """An agent on an open chat endpoint (agent.llm.ChatEndpoint)."""
+        return cls(
+            settings,
+            kb,
+            endpoint.client,
+            endpoint.model,
+            checkpointer,
+            json_mode=endpoint.json_mode,
+            embedded=endpoint.embedded,
+        )
+
     def ask(self, request: TurnRequest, on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
         """Run a turn; stream events to ``on_event``; return the answer with citations and checks."""
         settings = self.settings

@@ -180,15 +180,7 @@ def _rung_agents(settings: Settings, kb: KnowledgeBase, model: str | None) -> It
     with open_chat_endpoint(settings, model) as endpoint, open_checkpointer(kb.db.url) as checkpointer:
 
         def agent_for(rung: Rung) -> Agent:
-            return Agent(
-                settings.model_copy(update=rung.settings),
-                kb,
-                endpoint.client,
-                endpoint.model,
-                checkpointer,
-                json_mode=endpoint.json_mode,
-                embedded=endpoint.embedded,
-            )
+            return Agent.on_endpoint(settings.model_copy(update=rung.settings), kb, endpoint, checkpointer)
 
         yield agent_for
 

@@ -147,6 +147,12 @@ def test_without_retrieval_the_model_answers_alone(agent: Agent, corpus: str, mo
     result, events = ask(agent, "How long do refunds take?", corpus, switches={"retrieval": False})
     assert not [e for e in events if e["type"] == "tool"]
     assert result["answer"] == "An answer from the model alone." and result["citations"] == []
+    from agent import prompts
+
+    assert len(model.bodies["baseline"][-1]["messages"]) == 4  # few-shot is on: one example exchange
+    assert model.bodies["baseline"][-1]["messages"][1]["content"] == prompts.BASELINE_EXAMPLE[0]
+    ask(agent, "How long do refunds take?", corpus, switches={"retrieval": False, "fewshot": False})
+    assert [m["role"] for m in model.bodies["baseline"][-1]["messages"]] == ["system", "user"]
 
 
 def test_fewshot_switch_controls_the_examples(agent: Agent, corpus: str, model: ScriptedModel) -> None:

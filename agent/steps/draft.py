@@ -26,11 +26,12 @@ def context_passages(state: TurnState, ctx: TurnContext) -> list[Passage]:
 def draft_messages(state: TurnState, ctx: TurnContext, passages: list[Passage]) -> list[dict[str, Any]]:
     question = state["question"]
     subs = state.get("sub_questions") or [question]
-    if not ctx.switches.retrieval:  # the baseline rung: the model alone
-        return [
-            {"role": "system", "content": prompts.system(state.get("domain", ""))},
-            {"role": "user", "content": question},
-        ]
+    if not ctx.switches.retrieval:  # the baseline rung: the model alone (with one example on the few-shot rung)
+        alone: list[dict[str, Any]] = [{"role": "system", "content": prompts.system(state.get("domain", ""))}]
+        if ctx.switches.fewshot:
+            example_q, example_a = prompts.BASELINE_EXAMPLE
+            alone += [{"role": "user", "content": example_q}, {"role": "assistant", "content": example_a}]
+        return [*alone, {"role": "user", "content": question}]
     system = prompts.system(state.get("domain", ""))
     messages: list[dict[str, Any]] = [{"role": "system", "content": f"{system}\n\n{prompts.DRAFT}"}]
     if ctx.switches.fewshot:
