@@ -75,7 +75,7 @@ def eval_report(
 
     def body() -> None:
         from evals.ladder_report import diff as example_diff
-        from evals.ladder_report import headline, load_results, summarize, table_rows, write_chart, write_html
+        from evals.ladder_report import headline, load_results, summarize, write_chart, write_html
         from knowledge.db import Database
 
         with Database(load_settings().database_config()) as db, db.connection() as conn:
@@ -85,13 +85,26 @@ def eval_report(
             print(json.dumps({"run": found, "summary": summary}, default=str))
             return
         metrics = sorted({m for s in summary for m in s["metrics"]})
-        table = Table(
-            "rung", "n", *metrics, "tokens", "cost $", "s", "errors", title=f"run {run_id}: {found['dataset']}"
-        )
-        for cells in table_rows(summary, metrics):
-            table.add_row(*cells)
+        # Metrics down, rungs across: eight rungs fit a terminal, a dozen metrics do not.
+        table = Table("metric", *(s["rung"] for s in summary), title=f"run {run_id}: {found['dataset']}")
+        for name in metrics:
+            cells = []
+            for s in summary:
+                if name not in s["metrics"]:
+                    cells.append("")
+                    continue
+                delta = s["delta"].get(name)
+                cells.append(f"{s['metrics'][name][0]:.2f}" + (f" ({delta:+.2f})" if delta else ""))
+            table.add_row(name, *cells)
+        table.add_row("tokens/answer", *(f"{s['tokens']:.0f}" for s in summary))
+        table.add_row("cost/answer $", *(f"{s['cost_usd']:.4f}" for s in summary))
+        table.add_row("s/answer", *(f"{s['seconds']:.1f}" for s in summary))
+        table.add_row("errors", *(str(s["errors"]) for s in summary))
         out.print(table)
-        out.print("mean [95% bootstrap interval] (change from the rung below)", highlight=False)
+        out.print(
+            f"mean (change from the rung below) over n={found['n_examples']}; intervals: --json or --html",
+            highlight=False,
+        )
         chosen = metric or headline(summary)
         chart_path = chart
         if chosen and (chart or html_file):
