@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.datasets import load_fanoutqa, shared_data_dir
+from evals.datasets import load_cisi, load_fanoutqa, shared_data_dir
 
 FIELDS = ("id", "question", "reference_answer", "reference_contexts", "reference_doc_ids", "label")
-BUILT_IN = ("pubmedqa", "fanoutqa", "sql-eval")
+BUILT_IN = ("pubmedqa", "cisi", "fanoutqa", "sql-eval")
 
 
 class EvalSetError(ValueError):
@@ -133,6 +133,16 @@ def pubmedqa_set(path: Path | None = None) -> EvalSet:
     )
 
 
+def cisi_set() -> EvalSet:
+    """CISI: 1460 library-science abstracts and 76 queries with their relevant abstracts (retrieval only)."""
+    data = load_cisi()
+    examples = [
+        EvalExample(id=qid, question=text, reference_doc_ids=sorted(data.qrels[qid], key=int))
+        for qid, text in data.queries.items()
+    ]
+    return EvalSet("cisi", examples, data.documents)
+
+
 def fanoutqa_set() -> EvalSet:
     """FanOutQA dev: multi-part questions; the reference answer is the gold answer as text."""
     raw = json.loads((shared_data_dir() / "fanoutqa" / "fanout_dev_part.json").read_text(encoding="utf-8"))
@@ -159,6 +169,8 @@ def load_eval_set(name: str) -> EvalSet:
     """A built-in set by name (pubmedqa, fanoutqa, sql-eval) or a JSONL file by path."""
     if name == "pubmedqa":
         return pubmedqa_set()
+    if name == "cisi":
+        return cisi_set()
     if name == "fanoutqa":
         return fanoutqa_set()
     if name == "sql-eval":

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import Settings
-from evals.eval_sets import EvalExample, EvalSet, EvalSetError, pubmedqa_set, read_jsonl, write_jsonl
+from evals.eval_sets import EvalExample, EvalSet, EvalSetError, cisi_set, pubmedqa_set, read_jsonl, write_jsonl
 from evals.ladder_report import compare, diff, headline, load_results, summarize, write_chart, write_html
 from evals.ladder_run import LadderError, climb, run_ladder, score
 from evals.scripted_agent import ScriptedModel
@@ -71,6 +71,8 @@ def test_eval_set_files(tmp_path: Path) -> None:
     pubmed = pubmedqa_set()
     assert len(pubmed.examples) == 500 and pubmed.labels == ("yes", "no", "maybe")
     assert {e.label for e in pubmed.examples} <= {"yes", "no", "maybe"} and len(pubmed.documents) == 500
+    cisi = cisi_set()
+    assert len(cisi.examples) == 76 and len(cisi.documents) == 1460 and all(e.reference_doc_ids for e in cisi.examples)
 
 
 class _FakeJudge:
