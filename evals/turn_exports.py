@@ -207,13 +207,18 @@ def distilled_examples(
 ) -> tuple[list[dict[str, Any]], int]:
     """Re-answer the logged questions with ``agent`` (a stronger teacher model); keep the answers whose
     every claim passed the fact-check, as targets. Returns the examples and how many were dropped."""
-    from agent.turn import TurnRequest
+    from agent.turn import QuestionError, TurnRequest
+    from tools.sql import DataSourceError
 
     examples, dropped = [], 0
     for item in logged_questions(conn, limit=limit):
-        result = agent.ask(
-            TurnRequest(item["question"], item["collection"] or "default", None, None, item["data_source"], "distill")
-        )
+        collection = item["collection"] or "default"
+        request = TurnRequest(item["question"], collection, None, None, item["data_source"], face="distill")
+        try:
+            result = agent.ask(request)
+        except (QuestionError, DataSourceError):  # e.g. the database it was asked of is gone: skip it
+            dropped += 1
+            continue
         verdicts = result.get("fact_check") or []
         checked = bool(verdicts) and all(v["supported"] for v in verdicts)
         if result.get("error") or not (checked or result.get("data")):

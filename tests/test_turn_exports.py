@@ -247,3 +247,17 @@ def test_embeddings_are_fine_tuned_on_approved_turns(kb: KnowledgeBase, collecti
     assert hits[0].doc_id == "refunds"
     with pytest.raises(Exception, match="exists already"):
         run_embedding_rung(settings, collection)
+
+
+def test_distillation_skips_questions_it_cannot_ask_again(agent: Agent, corpus: str, kb: KnowledgeBase) -> None:
+    import uuid
+
+    gone = uuid.uuid4().hex
+    with kb.db.connection() as conn:
+        conn.execute(
+            "INSERT INTO turns (turn_id, thread_id, question, collection, data_source, status, answer)"
+            " VALUES (%s, %s, 'How many artists?', %s, 'a-database-since-removed', 'done', '275')",
+            (gone, gone, corpus),
+        )
+        examples, dropped = distilled_examples(agent, conn)
+    assert dropped >= 1 and all(e["messages"][1]["content"] != "How many artists?" for e in examples)
