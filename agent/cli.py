@@ -528,6 +528,27 @@ def bench_agent(
     run(lambda: run_agent_benchmark(load_settings(), turns=turns, embedded=embedded, fanout_questions=fanout))
 
 
+@bench_app.command("load")
+def bench_load(
+    sessions: Annotated[int, typer.Option(min=1, max=200, help="Concurrent chat sessions.")] = 20,
+    turns: Annotated[int, typer.Option(min=1, max=50, help="Questions per session.")] = 3,
+    latency: Annotated[float, typer.Option(min=0.0, max=30.0, help="Seconds the scripted model takes per call.")] = 0.2,
+) -> None:
+    """Concurrent sessions through the chat server's API (loopback, scripted model): throughput, p50/p95,
+    and a check that every turn is logged once, in its own thread, with its own answer."""
+
+    def body() -> None:
+        from evals.load_test import run_load
+
+        report = run_load(load_settings(), sessions=sessions, turns=turns, latency_s=latency)
+        print(json.dumps(report, indent=1))
+        if report["problems"]:
+            err.print(f"error: {len(report['problems'])} problems (see 'problems')", style="red", markup=False)
+            raise typer.Exit(1)
+
+    run(body)
+
+
 @bench_app.command("retrieval")
 def bench_retrieval(
     out_file: Annotated[Path | None, typer.Option("--out", help="Also write the figures as JSON.")] = None,
