@@ -23,6 +23,10 @@ T = TypeVar("T", bound=BaseModel)
 Writer = Callable[[dict[str, Any]], None]
 
 
+class StreamInterrupted(RuntimeError):
+    """A streamed reply ended without a finish reason: the connection dropped mid-answer."""
+
+
 class BudgetExceeded(RuntimeError):
     """The turn used all the model calls it may make."""
 
@@ -132,6 +136,7 @@ class ModelCaller:
         started = time.perf_counter()
         parts: list[str] = []
         usage = None
+        finished = False
         stream = self.client.chat.completions.create(
             model=self.model,
             messages=messages,  # type: ignore[arg-type]
@@ -144,12 +149,18 @@ class ModelCaller:
             if getattr(chunk, "usage", None) is not None:
                 usage = chunk.usage
             for choice in chunk.choices:
+                finished = finished or choice.finish_reason is not None
                 piece = choice.delta.content or ""
                 if piece:
                     parts.append(piece)
                     on_token(piece)
         reply = "".join(parts)
         self._record(step, messages, reply, usage, started)
+        if not finished:  # an SSE stream that just stops looks complete to the client: it is not
+            raise StreamInterrupted(
+                f"the model's answer was cut off mid-stream after {len(reply.split())} words"
+                " (the connection dropped); ask again"
+            )
         return reply
 
     def chat(self, step: str, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]]) -> Any:

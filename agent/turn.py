@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 from agent.config import Settings
 from agent.context import Limits, Switches, TurnContext
 from agent.graph import build_graph
-from agent.model_calls import BudgetExceeded, ModelCaller
+from agent.model_calls import BudgetExceeded, ModelCaller, StreamInterrupted
 from agent.turn_log import finish_turn, start_turn
 from knowledge.base import KnowledgeBase
 from knowledge.tokens import count_tokens
@@ -191,6 +191,8 @@ class Agent:
                     final = chunk
         except BudgetExceeded as exc:
             error = f"{exc}; the answer may be incomplete"
+        except StreamInterrupted as exc:
+            error = str(exc)
         except DataSourceError as exc:
             error = f"the database could not be read: {exc}"
         except GraphRecursionError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,9 @@ class Fail(Exception):
     def __init__(self, status: int, message: str = "scripted failure", headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
+
+
+CUT = "\x00cut\x00"  # in a scripted reply: a streamed answer stops here, the connection dropped mid-stream
 
 
 def bag_of_words_vector(text: str, dimension: int = DIMENSION) -> list[float]:
@@ -170,12 +174,18 @@ class ScriptedOpenAI:
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
                 self.end_headers()
-                words = content.split(" ")
+                cut = CUT in content
+                words = content.split(CUT)[0].split(" ")
                 for i, word in enumerate(words):
                     delta = {"content": word + (" " if i < len(words) - 1 else "")}
                     self._event({**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta}]})
                     if outer.token_delay_s:
                         time.sleep(outer.token_delay_s)
+                if cut:  # drop the connection without finishing the stream
+                    self.close_connection = True
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return None
                 done = {"index": 0, "delta": {}, "finish_reason": finish}
                 self._event({**base, "object": "chat.completion.chunk", "choices": [done]})
                 if (body.get("stream_options") or {}).get("include_usage"):

@@ -590,3 +590,20 @@ def test_every_turn_is_logged_and_takes_feedback(agent: Agent, corpus: str, mode
     with agent.kb.db.connection() as conn:
         turn = get_turn(conn, failed["turn_id"])
     assert turn["status"] == "failed" and "500" in turn["error"]
+
+
+def test_a_stream_cut_mid_answer_is_an_error_not_a_short_answer(
+    agent: Agent, corpus: str, model: ScriptedModel
+) -> None:
+    from agent.turn_log import get_turn
+    from evals.scripted_server import CUT
+
+    model.steps["draft"] = lambda body: "Refunds take fourteen" + CUT + " days [1]."
+    result, events = ask(agent, "How long do refunds take?", corpus)
+    streamed = "".join(e["text"] for e in events if e["type"] == "token")
+    assert streamed.startswith("Refunds take fourteen") and "days" not in streamed
+    assert "cut off mid-stream after 3 words" in result["error"]
+    assert result["answer"].startswith("I could not answer: the model's answer was cut off")  # not the fragment
+    with agent.kb.db.connection() as conn:
+        turn = get_turn(conn, result["turn_id"])
+    assert turn["status"] == "failed" and "cut off" in turn["error"]
