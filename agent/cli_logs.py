@@ -120,12 +120,13 @@ def export_evalset(
     """Turns with feedback as an eval set: question, the approved or corrected answer, cited passages."""
 
     def body() -> None:
+        from evals.finetune_data import write_jsonl
         from evals.turn_exports import evalset_records
         from knowledge.db import Database
 
         with Database(load_settings().database_config()) as db, db.connection() as conn:
             records, skipped = evalset_records(conn, personal=redact_personal)
-        _write_jsonl(out_file, records)
+        write_jsonl(out_file, records)
         out.print(
             f"wrote {len(records)} eval-set lines to {out_file}"
             + (f" ({skipped} turns with a thumbs-down but no corrected answer left out)" if skipped else "")
@@ -349,15 +350,6 @@ def finetune_embeddings(
         )
 
     run(body)
-
-
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-    tmp.replace(path)  # a failed export never leaves half a file under the real name
 
 
 def _say_missing_key() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 MAX_COMMENT_CHARS = 4000
@@ -96,15 +97,17 @@ def add_feedback(
 
 def get_turn(conn: psycopg.Connection, turn_id: str) -> dict[str, Any] | None:
     """One turn with its feedback, newest feedback last."""
-    cur = conn.execute(
-        "SELECT turn_id, thread_id, face, question, status, answer, citations, data, error, started_at"
-        " FROM turns WHERE turn_id = %s",
-        (turn_id,),
+    turn = (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            "SELECT turn_id, thread_id, face, question, status, answer, citations, data, error, started_at"
+            " FROM turns WHERE turn_id = %s",
+            (turn_id,),
+        )
+        .fetchone()
     )
-    row = cur.fetchone()
-    if row is None:
+    if turn is None:
         return None
-    turn = dict(zip([c.name for c in cur.description or []], row, strict=True))
     turn["feedback"] = [
         {"rating": r, "comment": c, "corrected_answer": a}
         for r, c, a in conn.execute(
@@ -126,10 +129,12 @@ def set_feedback_comment(conn: psycopg.Connection, feedback_id: int, comment: st
 
 def thread_turns(conn: psycopg.Connection, thread_id: str, limit: int = 200) -> list[dict[str, Any]]:
     """The turns of a thread, oldest first: what a chat shows when it is opened again."""
-    cur = conn.execute(
-        "SELECT turn_id, question, answer, citations, status, error FROM turns WHERE thread_id = %s"
-        " ORDER BY started_at, turn_id LIMIT %s",
-        (thread_id, limit),
+    return (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            "SELECT turn_id, question, answer, citations, status, error FROM turns WHERE thread_id = %s"
+            " ORDER BY started_at, turn_id LIMIT %s",
+            (thread_id, limit),
+        )
+        .fetchall()
     )
-    names = [c.name for c in cur.description or []]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Settings
-from evals.datasets import RetrievalDataset
 from evals.eval_sets import EvalSet
 from evals.metrics import retrieval_scores
 from knowledge.base import KnowledgeBase
@@ -29,17 +28,13 @@ def sweep_chunks(
     k: int = 10,
 ) -> list[dict[str, Any]]:
     """One row per chunk size: chunks made, ingest seconds, and recall/MRR/nDCG of the reference documents."""
-    examples = (
-        [e for e in evalset.examples if e.reference_doc_ids][:limit]
-        if limit
-        else [e for e in evalset.examples if e.reference_doc_ids]
-    )
+    examples = [e for e in evalset.examples if e.reference_doc_ids][:limit]  # limit None: all
     if not evalset.documents or not examples:
         raise ValueError(f"{evalset.name} needs documents and reference_doc_ids for a chunking sweep")
     qrels = {e.id: dict.fromkeys(e.reference_doc_ids or [], 1) for e in examples}
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        corpus = RetrievalDataset(evalset.name, evalset.documents, {}, {}).write_jsonl(Path(folder) / "corpus.jsonl")
+        corpus = evalset.write_documents(Path(folder) / "corpus.jsonl")
         for size in sizes:
             collection = f"sweep-{evalset.name}-{size}"
             started = time.perf_counter()

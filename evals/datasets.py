@@ -8,6 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DATA_ENV = "LADDER_SHARED_DATA"
 
@@ -69,16 +70,23 @@ def load_cisi(folder: Path | None = None) -> RetrievalDataset:
     )
 
 
-def load_pubmedqa(path: Path | None = None) -> RetrievalDataset:
-    """PubMedQA (PQA-L dev): 500 abstracts; each question's own abstract is its relevant document."""
+def read_pubmedqa(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """PubMedQA (PQA-L dev) by PubMed id, each item with its abstract joined under ``"ABSTRACT"``."""
     path = path or shared_data_dir() / "pubmedqa" / "pqal_dev.json"
     raw = json.loads(path.read_text(encoding="utf-8"))
-    documents, queries, qrels = [], {}, {}
-    for pmid, item in raw.items():
+    for item in raw.values():
         contexts = item["CONTEXTS"]
         if isinstance(contexts, str):  # this copy stores lists as their Python repr
             contexts = ast.literal_eval(contexts)
-        documents.append({"id": pmid, "title": "", "text": "\n\n".join(contexts)})
+        item["ABSTRACT"] = "\n\n".join(contexts)
+    return raw
+
+
+def load_pubmedqa(path: Path | None = None) -> RetrievalDataset:
+    """PubMedQA (PQA-L dev): 500 abstracts; each question's own abstract is its relevant document."""
+    documents, queries, qrels = [], {}, {}
+    for pmid, item in read_pubmedqa(path).items():
+        documents.append({"id": pmid, "title": "", "text": item["ABSTRACT"]})
         queries[pmid] = item["QUESTION"]
         qrels[pmid] = {pmid: 1}
     return RetrievalDataset(name="pubmedqa", documents=documents, queries=queries, qrels=qrels)

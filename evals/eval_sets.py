@@ -8,13 +8,12 @@ appended to every question (PubMedQA: begin with yes, no or maybe).
 
 from __future__ import annotations
 
-import ast
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.datasets import load_cisi, load_fanoutqa, shared_data_dir
+from evals.datasets import RetrievalDataset, load_cisi, load_fanoutqa, read_pubmedqa, shared_data_dir
 
 FIELDS = ("id", "question", "reference_answer", "reference_contexts", "reference_doc_ids", "label")
 BUILT_IN = ("pubmedqa", "cisi", "fanoutqa", "sql-eval")
@@ -44,6 +43,10 @@ class EvalSet:
     documents: list[dict[str, str]] = field(default_factory=list)  # {"id", "title", "text"}
     instruction: str = ""
     labels: tuple[str, ...] = ()
+
+    def write_documents(self, path: Path) -> Path:
+        """The set's documents in Ladder's JSONL ingest format."""
+        return RetrievalDataset(self.name, self.documents, {}, {}).write_jsonl(path)
 
     def prompt(self, example: EvalExample) -> str:
         return f"{example.question} {self.instruction}".strip() if self.instruction else example.question
@@ -105,14 +108,9 @@ def write_jsonl(evalset: EvalSet, path: Path) -> Path:
 
 def pubmedqa_set(path: Path | None = None) -> EvalSet:
     """PubMedQA (PQA-L dev): a yes/no/maybe label, the long answer, and the question's own abstract."""
-    path = path or shared_data_dir() / "pubmedqa" / "pqal_dev.json"
-    raw = json.loads(path.read_text(encoding="utf-8"))
     examples, documents = [], []
-    for pmid, item in raw.items():
-        contexts = item["CONTEXTS"]
-        if isinstance(contexts, str):  # this copy stores lists as their Python repr
-            contexts = ast.literal_eval(contexts)
-        abstract = "\n\n".join(contexts)
+    for pmid, item in read_pubmedqa(path).items():
+        abstract = item["ABSTRACT"]
         documents.append({"id": pmid, "title": "", "text": abstract})
         examples.append(
             EvalExample(

@@ -284,10 +284,15 @@ def split_train_validation(
 
 
 def write_jsonl(path: Path, examples: list[dict[str, Any]]) -> int:
-    """Write one compact JSON object per line (UTF-8); returns the number written."""
+    """Write one compact JSON object per line (UTF-8); returns the number written.
+
+    Written beside the target and renamed into place: a failed export never leaves half a file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="\n") as handle:
+    staging = path.with_suffix(path.suffix + ".tmp")
+    with staging.open("w", encoding="utf-8", newline="\n") as handle:
         for example in examples:
             handle.write(json.dumps(example, ensure_ascii=False) + "\n")
+    staging.replace(path)
     return len(examples)

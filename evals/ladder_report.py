@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from evals import rag_metrics as rm
 from evals.ladder_run import get_run
@@ -22,13 +23,12 @@ HEADLINES = ("label_accuracy", "answer_similarity", "context_recall_ids", "faith
 
 def load_results(conn: psycopg.Connection, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     run = get_run(conn, run_id)
-    cur = conn.execute(
+    cur = conn.cursor(row_factory=dict_row).execute(
         "SELECT rung, example_id, position, question, answer, metrics, usage, seconds, error FROM eval_results"
         " WHERE run_id = %s ORDER BY position",
         (run_id,),
     )
-    names = [c.name for c in cur.description or []]
-    return run, [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return run, cur.fetchall()
 
 
 def summarize(run: dict[str, Any], rows: list[dict[str, Any]], *, seed: int = 0) -> list[dict[str, Any]]:

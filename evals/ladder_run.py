@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from agent.config import Settings
@@ -77,10 +78,7 @@ def _collection_for(kb: KnowledgeBase, evalset: EvalSet, collection: str | None)
         raise LadderError(f"{evalset.name} has no documents of its own: give --collection")
     name = f"eval-{evalset.name}"
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"{evalset.name}.jsonl"
-        from evals.datasets import RetrievalDataset
-
-        RetrievalDataset(evalset.name, evalset.documents, {}, {}).write_jsonl(path)
+        path = evalset.write_documents(Path(folder) / f"{evalset.name}.jsonl")
         kb.ingest([path], name, progress=False)  # unchanged documents are skipped on later runs
     return name
 
@@ -139,11 +137,10 @@ def create_run(conn: psycopg.Connection, **fields: Any) -> int:
 
 
 def get_run(conn: psycopg.Connection, run_id: int) -> dict[str, Any]:
-    cur = conn.execute("SELECT * FROM eval_runs WHERE id = %s", (run_id,))
-    row = cur.fetchone()
-    if row is None:
+    run = conn.cursor(row_factory=dict_row).execute("SELECT * FROM eval_runs WHERE id = %s", (run_id,)).fetchone()
+    if run is None:
         raise LadderError(f"no evaluation run {run_id}")
-    return dict(zip([c.name for c in cur.description or []], row, strict=True))
+    return run
 
 
 def _done(conn: psycopg.Connection, run_id: int) -> set[tuple[str, str]]:

@@ -15,10 +15,13 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
+from psycopg.rows import dict_row
 
 from agent import prompts
 from agent.redact import redact
+from knowledge.search import SearchHit
 from tools.knowledge import SCHEMA as SEARCH_SCHEMA
+from tools.knowledge import format_passages
 from tools.sql_tools import SCHEMAS as SQL_SCHEMAS
 
 Feedback = Literal["up", "down", "any", "none"]
@@ -53,7 +56,7 @@ def list_turns(
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """Turns, newest first, with their latest feedback (secrets redacted)."""
-    cur = conn.execute(
+    cur = conn.cursor(row_factory=dict_row).execute(
         "SELECT t.turn_id, t.thread_id, t.face, t.status, t.started_at, t.question, t.answer, t.error, t.model,"
         " t.usage,"
         " (SELECT f.rating FROM feedback f WHERE f.turn_id = t.turn_id ORDER BY f.id DESC LIMIT 1) AS feedback,"
@@ -62,8 +65,7 @@ def list_turns(
         " ORDER BY t.started_at DESC LIMIT %s",
         (since or datetime(1970, 1, 1), limit),
     )
-    names = [c.name for c in cur.description or []]
-    return [redact(dict(zip(names, row, strict=True)), personal=False) for row in cur.fetchall()]
+    return [redact(row, personal=False) for row in cur.fetchall()]
 
 
 def prune_turns(conn: psycopg.Connection, older_than: timedelta) -> int:
@@ -80,14 +82,13 @@ def _turns_with_feedback(conn: psycopg.Connection, feedback: Feedback) -> list[d
         "any": "f.rating IS NOT NULL",
         "none": "TRUE",
     }[feedback]
-    cur = conn.execute(
+    cur = conn.cursor(row_factory=dict_row).execute(
         "SELECT t.*, f.rating, f.comment, f.corrected_answer FROM turns t"
         " LEFT JOIN LATERAL (SELECT rating, comment, corrected_answer FROM feedback"
         "  WHERE feedback.turn_id = t.turn_id ORDER BY id DESC LIMIT 1) f ON TRUE"
         f" WHERE t.status = 'done' AND {condition} ORDER BY t.started_at",
     )
-    names = [c.name for c in cur.description or []]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return cur.fetchall()
 
 
 def _cited_passages(turn: dict[str, Any]) -> list[dict[str, Any]]:
@@ -123,12 +124,12 @@ def evalset_records(conn: psycopg.Connection, *, personal: bool = True) -> tuple
 
 
 def _passages_text(passages: list[dict[str, Any]]) -> str:
-    if not passages:
-        return "No passages matched."
-    return "\n".join(
-        f'<passage id="{p["chunk_id"]}" source="{p.get("title") or p["doc_id"]}">\n{p["text"]}\n</passage>'
+    """Logged passages as the search tool shows them to a model (the same delimiting and escaping)."""
+    hits = [
+        SearchHit(p["chunk_id"], p.get("score", 0.0), doc_id=p["doc_id"], text=p["text"], title=p.get("title") or "")
         for p in passages
-    )
+    ]
+    return format_passages(hits)
 
 
 def finetune_example(turn: dict[str, Any], *, system: bool = True, target: str | None = None) -> dict[str, Any] | None:
@@ -224,10 +225,15 @@ def distilled_examples(
         if result.get("error") or not (checked or result.get("data")):
             dropped += 1
             continue
-        cur = conn.execute("SELECT * FROM turns WHERE turn_id = %s", (result["turn_id"],))
-        names = [c.name for c in cur.description or []]
-        row = cur.fetchone()
-        example = finetune_example(dict(zip(names, row, strict=True)), system=system, target=result["answer"])
+        turn = (
+            conn.cursor(row_factory=dict_row)
+            .execute("SELECT * FROM turns WHERE turn_id = %s", (result["turn_id"],))
+            .fetchone()
+        )
+        if turn is None:  # the teacher's turn was not logged: nothing to rebuild the example from
+            dropped += 1
+            continue
+        example = finetune_example(turn, system=system, target=result["answer"])
         if example is not None:
             examples.append(redact(example, personal=personal))
     return examples, dropped

@@ -15,21 +15,13 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+from evals.browser import CHROMIUM, CHROMIUM_FLAGS
 from knowledge.pgembed import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [
     ("Which five artists have the most tracks?", "Iron Maiden"),
     ("How do I point Ladder at my own PostgreSQL server?", None),
-]
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
 ]
 
 
@@ -40,7 +32,7 @@ def main() -> None:
     try:
         _wait_http(port)
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
             page = browser.new_page(locale="en-US", viewport={"width": 1300, "height": 1500})
             page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
             for question, expected in QUESTIONS:

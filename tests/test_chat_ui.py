@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -20,24 +19,13 @@ from agent.chat_view import TurnView, turn_id_of
 from agent.config import Settings
 from agent.turn import Agent, open_checkpointer
 from agent.turn_log import get_turn
+from evals.browser import CHROMIUM, CHROMIUM_FLAGS
 from evals.scripted_agent import ScriptedModel
 from evals.scripted_server import Fail, ScriptedOpenAI
 from knowledge.base import KnowledgeBase
 from knowledge.db import Database
 from knowledge.pgembed import free_port
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
-]
 DOCS = [
     {"id": "refunds", "title": "Refunds", "text": "Refunds are paid within 14 days after the returned parcel arrives."},
     {"id": "shipping", "title": "Shipping", "text": "Parcels ship from the Rotterdam warehouse every weekday."},
@@ -87,7 +75,7 @@ def browser_page() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(locale="en-US", viewport={"width": 1300, "height": 1000})
         yield page
         browser.close()
