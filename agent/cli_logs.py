@@ -155,9 +155,7 @@ def export_finetune(
         raise typer.BadParameter("use up or any", param_hint="--min-feedback")
 
     def body() -> None:
-        import tempfile
-
-        from evals.finetune_data import dedupe, default_epochs, split_train_validation, validate_jsonl, write_jsonl
+        from evals.finetune_data import dedupe, default_epochs, split_train_validation, validate_examples, write_jsonl
         from evals.turn_exports import distilled_examples, finetune_examples
         from knowledge.db import Database
 
@@ -185,10 +183,7 @@ def export_finetune(
                     personal=redact_personal,  # type: ignore[arg-type]
                 )
         unique, duplicates = dedupe(examples)
-        with tempfile.TemporaryDirectory() as folder:
-            staged = Path(folder) / "all.jsonl"
-            write_jsonl(staged, unique)
-            kept, report = validate_jsonl(staged, max_tokens=max_tokens)
+        kept, report = validate_examples(enumerate(unique, start=1), max_tokens=max_tokens)
         train, validation = split_train_validation(kept, val_fraction, seed)
         validation_file = out_file.with_name(out_file.stem + ".validation.jsonl")
         write_jsonl(out_file, train)

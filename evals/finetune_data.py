@@ -13,6 +13,7 @@ import json
 import random
 import statistics
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,12 +208,27 @@ class ValidationReport:
         return data
 
 
-def validate_jsonl(
-    path: Path, *, max_tokens: int = 65536, encoding_name: str = "cl100k_base"
-) -> tuple[list[dict[str, Any]], ValidationReport]:
-    """Check every line of a JSONL file; return the valid examples within max_tokens and a report.
+_NOT_JSON = object()  # a line that did not parse
 
-    Empty lines are skipped; lines that are not JSON count as ``invalid_json``; nothing raises on bad data.
+
+def _parsed_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON or _NOT_JSON) for every non-empty line."""
+    with Path(path).open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield number, json.loads(raw)
+            except (ValueError, RecursionError):
+                yield number, _NOT_JSON
+
+
+def validate_examples(
+    numbered: Iterable[tuple[int, Any]], *, max_tokens: int = 65536, encoding_name: str = "cl100k_base"
+) -> tuple[list[dict[str, Any]], ValidationReport]:
+    """Check (line number, example) pairs; return the valid examples within max_tokens and a report.
+
+    Nothing raises on bad data: every problem is counted with its line number.
     """
     if max_tokens <= 0:
         raise ValueError("max_tokens must be positive")
@@ -220,38 +236,37 @@ def validate_jsonl(
     kept: list[dict[str, Any]] = []
     lengths: list[int] = []
     assistant_lengths: list[int] = []
-    with Path(path).open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            report.examples += 1
-            try:
-                example = json.loads(raw)
-            except (ValueError, RecursionError):
-                example, errors = None, ["invalid_json"]
-            else:
-                errors = check_example(example)
-            for error in errors:
-                report.errors[error] += 1
-                lines = report.error_lines.setdefault(error, [])
-                if len(lines) < MAX_ERROR_LINES:
-                    lines.append(number)
-            if errors:
-                continue
-            report.valid += 1
-            tokens = count_tokens(example, encoding_name)
-            if tokens > max_tokens:
-                report.too_long.append(number)
-                continue
-            roles = {m["role"] for m in example["messages"]}
-            report.warnings.update(f"missing_{r}_message" for r in ("system", "user") if r not in roles)
-            kept.append(example)
-            lengths.append(tokens)
-            assistant_lengths.append(assistant_tokens(example, encoding_name))
+    for number, example in numbered:
+        report.examples += 1
+        errors = ["invalid_json"] if example is _NOT_JSON else check_example(example)
+        for error in errors:
+            report.errors[error] += 1
+            lines = report.error_lines.setdefault(error, [])
+            if len(lines) < MAX_ERROR_LINES:
+                lines.append(number)
+        if errors:
+            continue
+        report.valid += 1
+        tokens = count_tokens(example, encoding_name)
+        if tokens > max_tokens:
+            report.too_long.append(number)
+            continue
+        roles = {m["role"] for m in example["messages"]}
+        report.warnings.update(f"missing_{r}_message" for r in ("system", "user") if r not in roles)
+        kept.append(example)
+        lengths.append(tokens)
+        assistant_lengths.append(assistant_tokens(example, encoding_name))
     report.token_stats = distribution(lengths)
     report.assistant_token_stats = distribution(assistant_lengths)
     report.billed_tokens_per_epoch = sum(min(n, max_tokens) for n in lengths)
     return kept, report
+
+
+def validate_jsonl(
+    path: Path, *, max_tokens: int = 65536, encoding_name: str = "cl100k_base"
+) -> tuple[list[dict[str, Any]], ValidationReport]:
+    """Check every line of a JSONL file (empty lines skipped, unparsable ones counted as ``invalid_json``)."""
+    return validate_examples(_parsed_lines(path), max_tokens=max_tokens, encoding_name=encoding_name)
 
 
 def _canonical(example: Any) -> str:
