@@ -22,12 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
+from agent.access import AccessError, check_read, check_thread, check_turn, prepare_write, readable_collections
+from agent.api_auth import BearerTokens
 from agent.chat_view import TurnView, citation_messages, turn_id_of
 from agent.cli_common import user_errors
 from agent.context import SWITCHES
 from agent.turn import Agent, TurnRequest
 from agent.turn_log import FeedbackError, add_feedback, set_feedback_comment, thread_turns
+from agent.users import User, get_user, user_for_token, verify_login
 from tools.sources import registered_sources
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,7 @@ class ChatServices:
     agent: Agent
     model_name: str
     database: str | None = None  # picked when the page opens
+    login: bool = False  # users exist: the chat asks for a login, MCP/API callers for a bearer token
 
     @property
     def settings(self) -> Any:
@@ -61,19 +66,6 @@ def browser_secret(data_dir: Path) -> str:
         with os.fdopen(fd, "w") as handle:
             handle.write(value)
         return value
-
-
-def parse_auth(text: str | None) -> list[tuple[str, str]]:
-    """``user:password[,user2:password2]`` as Gradio's auth list; a clear error for a bad entry."""
-    pairs = []
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        user, sep, password = item.strip().partition(":")
-        if not sep or not user or not password:
-            raise ValueError("LADDER_UI_AUTH must be user:password pairs separated by commas")
-        pairs.append((user, password))
-    return pairs
 
 
 def _text(message: dict[str, Any]) -> str:
@@ -99,13 +91,47 @@ class ChatHandlers:
 
     # -- threads -----------------------------------------------------------------------------------
 
-    def restore(self, state: dict[str, Any] | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The browser's thread (a new one the first time) and its turns, as the chat shows them."""
+    def user(self, request: gr.Request | None) -> User | None:
+        """The logged-in user of a request; None (the local operator) when logins are off."""
+        if not self.services.login:
+            return None
+        kb = self.agent.kb
+        if kb is None:
+            raise AccessError("log in first")
+        name = getattr(request, "username", None)
+        with kb.db.connection() as conn:
+            if not name:  # MCP's direct calls carry the caller's token, not a session
+                return self._token_user(conn, request)
+            found = get_user(conn, name)
+        if found is None:
+            raise AccessError(f"there is no user {name!r} any more")
+        return found
+
+    @staticmethod
+    def _token_user(conn: Any, request: gr.Request | None) -> User:
+        headers = getattr(request, "headers", None) or {}
+        scheme, _, token = str(headers.get("authorization", "")).partition(" ")
+        found = user_for_token(conn, token.strip()) if scheme.lower() == "bearer" else None
+        if found is None:
+            raise AccessError("log in first, or send a valid bearer token")
+        return found
+
+    def restore(
+        self, state: dict[str, Any] | None, request: gr.Request | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The browser's thread (a new one the first time, or when it is not this user's) and its turns."""
         thread = (state or {}).get("thread") or uuid.uuid4().hex
         history: list[dict[str, Any]] = []
         kb = self.agent.kb
-        if kb is not None:
+        if kb is None:
+            return {"thread": thread}, history
+        try:
+            user = self.user(request)
             with kb.db.connection() as conn:
+                try:
+                    check_thread(conn, thread, user)
+                except AccessError:
+                    return {"thread": uuid.uuid4().hex}, []
                 turns = thread_turns(conn, thread)
             for turn in turns:
                 history.append({"role": "user", "content": turn["question"]})
@@ -115,6 +141,8 @@ class ChatHandlers:
                 if cited:
                     passages = kb.passages([c["chunk_id"] for c in cited])
                     history += citation_messages(cited, passages, turn["turn_id"][:8])
+        except user_errors() as exc:  # the database away at page load: say so, keep the thread id
+            return {"thread": thread}, [_error_message(f"{exc}. Reload the page to see this conversation.")]
         return {"thread": thread}, history
 
     def new_chat(self) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
@@ -130,6 +158,7 @@ class ChatHandlers:
         collection: str,
         database: str,
         switches: list[str],
+        request: gr.Request | None = None,
     ) -> Iterator[tuple[list[dict[str, Any]], str, dict[str, Any]]]:
         """Stream one turn: the question, then each step and the answer as they happen."""
         state = {"thread": (state or {}).get("thread") or uuid.uuid4().hex}
@@ -140,20 +169,26 @@ class ChatHandlers:
             return
         history.append({"role": "user", "content": question})
         yield history, "", state
-        request = TurnRequest(
+        try:
+            user = self.user(request)
+        except AccessError as exc:
+            yield [*history, _error_message(str(exc))], "", state
+            return
+        turn = TurnRequest(
             question,
             collection or self.services.settings.collection,
             state["thread"],
             {name: name in (switches or []) for name in SWITCHES},
             None if database in ("", NO_DATABASE) else database,
             face="ui",
+            user=user,
         )
         events: queue.Queue[dict[str, Any]] = queue.Queue()
         outcome: dict[str, Any] = {}
 
         def run() -> None:
             try:
-                outcome["result"] = self.agent.ask(request, on_event=events.put)
+                outcome["result"] = self.agent.ask(turn, on_event=events.put)
             except user_errors() as exc:
                 outcome["error"] = str(exc)
             except Exception as exc:  # never a stack trace in the chat; the log keeps it
@@ -190,10 +225,11 @@ class ChatHandlers:
         database: str,
         switches: list[str],
         evt: gr.RetryData,
+        request: gr.Request | None = None,
     ) -> Iterator[tuple[list[dict[str, Any]], str, dict[str, Any]]]:
         """Ask the last question again (a new turn in the same thread)."""
         question = evt.value if isinstance(evt.value, str) else _text({"content": evt.value})
-        yield from self.respond(question, history[: evt.index], state, collection, database, switches)
+        yield from self.respond(question, history[: evt.index], state, collection, database, switches, request)
 
     def undo(self, history: list[dict[str, Any]], evt: gr.UndoData) -> tuple[list[dict[str, Any]], str]:
         """Take the last question back into the box (the logged turn stays in the log)."""
@@ -202,14 +238,21 @@ class ChatHandlers:
 
     # -- feedback ----------------------------------------------------------------------------------
 
-    def like(self, history: list[dict[str, Any]], evt: gr.LikeData) -> tuple[Any, int | None, str]:
+    def like(
+        self, history: list[dict[str, Any]], evt: gr.LikeData, request: gr.Request | None = None
+    ) -> tuple[Any, int | None, str]:
         """Store a thumbs up or down on the turn; a thumbs-down opens the comment box."""
         turn_id = turn_id_of(history, int(evt.index) if not isinstance(evt.index, list | tuple) else evt.index[0])
         if turn_id is None or evt.liked == "" or self.agent.kb is None:
             return gr.update(visible=False), None, ""
         rating = "up" if evt.liked is True else "down"
-        with self.agent.kb.db.connection() as conn:
-            feedback_id = add_feedback(conn, turn_id, rating)  # type: ignore[arg-type]
+        try:
+            # the history comes from the browser: the turn id in it is checked, not trusted
+            with self.agent.kb.db.connection() as conn:
+                check_turn(conn, turn_id, self.user(request))
+                feedback_id = add_feedback(conn, turn_id, rating)  # type: ignore[arg-type]
+        except (AccessError, FeedbackError) as exc:
+            return gr.update(visible=False), None, f"**Error:** {exc}"
         if rating == "down":
             return gr.update(visible=True), feedback_id, ""
         return gr.update(visible=False), None, "Thanks for the feedback."
@@ -226,10 +269,19 @@ class ChatHandlers:
 
     # -- the side panel ----------------------------------------------------------------------------
 
-    def collections(self) -> list[str]:
-        names = [c["name"] for c in self.agent.kb.collections()] if self.agent.kb is not None else []
+    def collections(self, request: gr.Request | None = None) -> list[str]:
+        """The collections this user may read (before a page is opened, with logins on: only the default)."""
         default = self.services.settings.collection
+        kb = self.agent.kb
+        if kb is None or (self.services.login and request is None):
+            return [default]
+        with kb.db.connection() as conn:
+            readable = readable_collections(conn, self.user(request))
+        names = [c["name"] for c in kb.collections() if c["name"] in readable]
         return names if default in names else [default, *names]
+
+    def refresh_collections(self, request: gr.Request | None = None) -> Any:
+        return gr.update(choices=self.collections(request))
 
     def databases(self) -> list[str]:
         if self.agent.kb is None:
@@ -237,23 +289,58 @@ class ChatHandlers:
         with self.agent.kb.db.connection() as conn:
             return [NO_DATABASE, *registered_sources(conn, self.services.settings.data_sources)]
 
-    def ingest(self, files: list[str] | None, collection: str, progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008
-        """Ingest uploaded files into the chosen collection; a report of what was added and skipped."""
+    def ingest(
+        self,
+        files: list[str] | None,
+        collection: str,
+        request: gr.Request | None = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> str:
+        """Stage uploaded files under the data folder (clean names, size-checked) and ingest them into
+        the chosen collection; a report of what was added, and of each file refused or skipped and why."""
+        import re
+
+        from knowledge.uploads import ingest_uploads
+
         if not files:
             return "Choose files to add first."
         if self.agent.kb is None:
             return "**Error:** no knowledge base"
-        progress(0, desc=f"Ingesting {len(files)} file(s) into {collection}")
-        try:
-            report = self.agent.kb.ingest([Path(f) for f in files], collection, progress=False)
+        settings = self.services.settings
+        collection = collection or settings.collection
+        try:  # a user writes only to their own collections (a new one becomes theirs, private)
+            with self.agent.kb.db.connection() as conn:
+                prepare_write(conn, collection, self.user(request), self.agent.kb.embedder)
         except user_errors() as exc:
             return f"**Error:** {exc}"
+        progress(0, desc=f"Ingesting {len(files)} file(s)")
+        try:
+            report, staged = ingest_uploads(
+                self.agent.kb, files, collection, Path(settings.data_dir), int(settings.ui_max_upload_mb * 1_000_000)
+            )
+        except user_errors() as exc:
+            return f"**Error:** {exc}"
+        except OSError as exc:  # the uploads folder cannot be made
+            return f"**Error:** cannot store uploads: {exc.strerror or exc}"
         progress(1, desc="done")
-        lines = [
-            f"Ingested into **{collection}**: {report.documents_added} added, {report.documents_updated} updated,"
-            f" {report.documents_unchanged} unchanged, {report.chunks_written} chunks written"
-        ]
-        lines += [f"- skipped {s.path}: {s.reason}" for s in report.skipped]
+
+        def name(text: str) -> str:  # client-chosen names: a code span, so no Markdown (links, images) runs
+            return "`" + text.removeprefix(f"{staged.folder}/").replace("`", "'") + "`"
+
+        def plain(text: str) -> str:  # reasons may quote the input back
+            return re.sub(r"([\\`*_\[\]()<>!#|~])", r"\\\1", text)
+
+        if report is None:
+            lines = [f"Nothing ingested into **{plain(collection)}**."]
+        else:
+            lines = [
+                f"Ingested into **{plain(collection)}**: {report.documents_added} added, {report.documents_updated}"
+                f" updated, {report.documents_unchanged} unchanged, {report.chunks_written} chunks written"
+            ]
+        renamed = [(given, path.name) for path, given in staged.files.items() if path.name != given]
+        lines += [f"- saved {name(given)} as {name(saved)}" for given, saved in renamed]
+        lines += [f"- refused {name(s.path)}: {plain(s.reason)}" for s in staged.refused]
+        lines += [f"- skipped {name(s.path)}: {plain(s.reason)}" for s in (report.skipped if report else [])]
         return "\n".join(lines)
 
 
@@ -314,10 +401,10 @@ def build_app(services: ChatServices) -> gr.Blocks:
         )
         ingest_button.click(handlers.ingest, [files, collection], [ingest_report], **private)
         app.load(handlers.restore, [browser], [browser, chat], **private)
-        app.load(lambda: gr.update(choices=handlers.collections()), None, [collection], **private)
+        app.load(handlers.refresh_collections, None, [collection], **private)
         app.load(lambda: gr.update(choices=handlers.databases()), None, [database], **private)
 
-        def ask(question: str, collection: str = "", thread_id: str = "") -> str:
+        def ask(question: str, collection: str = "", thread_id: str = "", request: gr.Request | None = None) -> str:
             """Ask Ladder a question about the team's documents and get a checked answer with citations.
 
             Args:
@@ -328,16 +415,21 @@ def build_app(services: ChatServices) -> gr.Blocks:
                 JSON: the answer, its citations (number, doc_id, chunk_id), the fact-check verdicts, the thread id.
             """
             try:
-                result = services.agent.ask(
-                    TurnRequest(question, collection or settings.collection, thread_id or None, face="mcp")
+                turn = TurnRequest(
+                    question,
+                    collection or settings.collection,
+                    thread_id or None,
+                    face="mcp",
+                    user=handlers.user(request),
                 )
+                result = services.agent.ask(turn)
             except user_errors() as exc:
                 return json.dumps({"error": str(exc)})
             keys = ("answer", "citations", "fact_check", "thread_id", "turn_id", "error")
             # JSON text, not a dict: Gradio's MCP server would send a dict as Python's repr
             return json.dumps({k: result[k] for k in keys if k in result}, ensure_ascii=False)
 
-        def search_knowledge(query: str, k: int = 5, collection: str = "") -> str:
+        def search_knowledge(query: str, k: int = 5, collection: str = "", request: gr.Request | None = None) -> str:
             """Search the team's documents and return the best passages, best first.
 
             Args:
@@ -350,8 +442,11 @@ def build_app(services: ChatServices) -> gr.Blocks:
             kb = services.agent.kb
             if kb is None:
                 return json.dumps({"error": "no knowledge base"})
+            name = collection or settings.collection
             try:
-                hits = kb.search(query, collection or settings.collection, k=max(1, min(int(k), 20)))
+                with kb.db.connection() as conn:
+                    check_read(conn, name, handlers.user(request))
+                hits = kb.search(query, name, k=max(1, min(int(k), 20)))
             except user_errors() as exc:
                 return json.dumps({"error": str(exc)})
             passages = [
@@ -360,8 +455,10 @@ def build_app(services: ChatServices) -> gr.Blocks:
             ]
             return json.dumps(passages, ensure_ascii=False)
 
-        gr.api(ask, api_name="ask")
-        gr.api(search_knowledge, api_name="search_knowledge")
+        # Not queued: Gradio's MCP server would call queued tools through a loopback client that
+        # carries no login, and a direct call hands the tool the caller's own request.
+        gr.api(ask, api_name="ask", queue=False)
+        gr.api(search_knowledge, api_name="search_knowledge", queue=False)
     app.queue(default_concurrency_limit=settings.ui_concurrency)
     return app
 
@@ -371,19 +468,37 @@ def launch(
     *,
     host: str,
     port: int,
-    auth: list[tuple[str, str]] | None = None,
+    services: ChatServices,
     mcp: bool = True,
     max_upload_mb: float = 50.0,
     block: bool = True,
 ) -> Any:
-    """Serve the chat (no share link, no analytics; MCP only without a login, which it would bypass)."""
+    """Serve the chat (no share link, no analytics). With users, the browser logs in against the
+    users table and MCP/API callers send a bearer token (checked by BearerTokens, also on MCP)."""
+    kb = services.agent.kb
+
+    def login(name: str, password: str) -> bool:
+        if kb is None:
+            return False
+        with kb.db.connection() as conn:
+            return verify_login(conn, name, password) is not None
+
+    def resolve(token: str) -> str | None:
+        if kb is None:
+            return None
+        with kb.db.connection() as conn:
+            found = user_for_token(conn, token)
+        return found.name if found else None
+
+    middleware = Middleware(BearerTokens, resolve=resolve, login_required=services.login)
     return app.launch(
         server_name=host,
         server_port=port,
-        auth=auth or None,
-        auth_message="Ladder: log in to chat with your documents" if auth else None,
+        auth=login if services.login else None,
+        auth_message="Ladder: log in to chat with your documents" if services.login else None,
+        app_kwargs={"middleware": [middleware]},
         share=False,
-        mcp_server=mcp and not auth,
+        mcp_server=mcp,
         show_error=False,
         max_file_size=f"{int(max_upload_mb)}mb",
         prevent_thread_lock=not block,

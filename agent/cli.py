@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from agent import cli_data, cli_eval, cli_logs
-from agent.cli_common import err, load_settings, out, run
+from agent import cli_data, cli_eval, cli_logs, cli_users
+from agent.cli_common import err, load_settings, out, output_file, run
 from agent.config import Settings
 
 app = typer.Typer(
@@ -71,11 +73,12 @@ def ingest(
             print(json.dumps(report.to_dict(), indent=2))
             return
         out.print(
-            f"[bold]{report.collection}[/bold]: {report.files_seen} files, "
+            f"[bold]{escape(report.collection)}[/bold]: {report.files_seen} files, "
             f"{report.documents_added} added, {report.documents_updated} updated, "
             f"{report.documents_unchanged} unchanged, {report.documents_pruned} pruned, "
             f"{report.chunks_written} chunks written, {len(report.skipped)} skipped, "
-            f"{report.seconds:.1f} s"
+            f"{report.seconds:.1f} s",
+            markup=True,
         )
         for reason, count in report.skipped_by_reason().most_common():
             examples = [s.path for s in report.skipped if s.reason == reason][:3]
@@ -154,7 +157,8 @@ def search(
         for rank, hit in enumerate(hits, start=1):
             text = _reflow(hit.text)
             snippet = text if len(text) <= 300 else text[:300] + "…"
-            table.add_row(str(rank), f"{hit.score:.4f}", f"{_where(hit)}\n[dim]{hit.doc_id}[/dim]", snippet)
+            document = Text.assemble(f"{_where(hit)}\n", (hit.doc_id, "dim"))
+            table.add_row(str(rank), f"{hit.score:.4f}", document, snippet)
         out.print(table)
 
     run(body)
@@ -261,10 +265,12 @@ def demo(
                 f"{report.documents_unchanged} unchanged, {report.chunks_written} chunks, {report.seconds:.1f} s"
             )
             hits = kb.search(question, DEMO_COLLECTION, k=3)
-        out.print(f"\n[bold]Q:[/bold] {question}\n")
+        out.print(f"\n[bold]Q:[/bold] {escape(question)}\n", markup=True)
         for rank, hit in enumerate(hits, start=1):
             out.print(
-                f"[bold]{rank}. {_where(hit)}[/bold]  [dim]({hit.score:.4f}, {hit.doc_id})[/dim]", highlight=False
+                f"[bold]{rank}. {escape(_where(hit))}[/bold]  [dim]({hit.score:.4f}, {escape(hit.doc_id)})[/dim]",
+                highlight=False,
+                markup=True,
             )
             out.print(_reflow(hit.text), highlight=False, markup=False)
             out.print()
@@ -327,39 +333,62 @@ app.add_typer(cli_logs.logs_app, name="logs")
 app.command("feedback")(cli_logs.feedback)
 app.add_typer(cli_logs.export_app, name="export")
 app.add_typer(cli_logs.finetune_app, name="finetune")
+app.add_typer(cli_users.users_app, name="users")
+collections_app.command("access")(cli_users.collections_access)
 
 
-def _serve_chat(settings: Settings, host: str | None, port: int | None, mcp: bool, database: str | None = None) -> None:
-    """Start the chat server and block (warning loudly about a bind beyond loopback without a login)."""
+def check_bind(bind: str, *, login: bool, no_login: bool) -> str | None:
+    """Refuse to serve beyond loopback without users unless told to; the warning to print when told."""
     import ipaddress
 
-    from agent.chat_app import ChatServices, build_app, launch, parse_auth
-    from agent.runtime import open_agent
-
-    bind = host or settings.ui_host
-    try:
-        auth = parse_auth(settings.ui_auth.get_secret_value() if settings.ui_auth else None)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="LADDER_UI_AUTH") from None
     try:
         loopback = bind == "localhost" or ipaddress.ip_address(bind).is_loopback
     except ValueError:
         loopback = False
-    if not loopback and not auth:
-        err.print(
-            f"WARNING: the chat listens on {bind} WITHOUT a login: anyone who can reach this machine can read"
-            " your documents and databases through it. Set LADDER_UI_AUTH=user:password.",
-            style="bold red",
+    if loopback or login:
+        return None
+    if not no_login:
+        raise typer.BadParameter(
+            f"the chat would listen on {bind} without a login. Add a user first (ladder users add NAME),"
+            " or pass --no-login to serve everyone who can reach this machine.",
+            param_hint="--host",
+        )
+    return (
+        f"WARNING: the chat listens on {bind} WITHOUT a login: anyone who can reach this machine can read"
+        " your documents and databases through it."
+    )
+
+
+def _serve_chat(
+    settings: Settings,
+    host: str | None,
+    port: int | None,
+    mcp: bool,
+    database: str | None = None,
+    no_login: bool = False,
+) -> None:
+    """Start the chat server and block. Beyond loopback it needs users (or an explicit --no-login)."""
+    from agent.chat_app import ChatServices, build_app, launch
+    from agent.runtime import open_agent
+    from agent.users import any_users
+    from knowledge.db import Database
+
+    bind = host or settings.ui_host
+    with Database(settings.database_config()) as db, db.connection() as conn:
+        login = any_users(conn)
+    warning = check_bind(bind, login=login, no_login=no_login)
+    if warning:
+        err.print(warning, style="bold red", highlight=False, markup=False)
+    with open_agent(settings) as agent:
+        services = ChatServices(agent, agent.model, database, login=login)
+        app = build_app(services)
+        port = port or settings.ui_port
+        out.print(
+            f"Ladder chat on http://{bind}:{port} ({'login on' if login else 'no login'}; Ctrl-C stops it)",
             highlight=False,
             markup=False,
         )
-    if auth and mcp:
-        err.print("MCP is off: Gradio's MCP endpoint does not check the login.", style="yellow", markup=False)
-    with open_agent(settings) as agent:
-        app = build_app(ChatServices(agent, agent.model, database))
-        port = port or settings.ui_port
-        out.print(f"Ladder chat on http://{bind}:{port} (Ctrl-C stops it)", highlight=False, markup=False)
-        launch(app, host=bind, port=port, auth=auth, mcp=mcp, max_upload_mb=settings.ui_max_upload_mb)
+        launch(app, host=bind, port=port, services=services, mcp=mcp, max_upload_mb=settings.ui_max_upload_mb)
 
 
 @app.command()
@@ -369,9 +398,15 @@ def chat(
     mcp: Annotated[bool, typer.Option("--mcp/--no-mcp", help="Serve ask and search_knowledge over MCP.")] = True,
     collection: Annotated[str | None, typer.Option("--collection", "-c", help="The collection picked first.")] = None,
     db: Annotated[str | None, typer.Option("--db", help="A registered database picked first.")] = None,
+    no_login: Annotated[
+        bool, typer.Option("--no-login", help="Serve beyond loopback without users (everyone reads everything).")
+    ] = False,
 ) -> None:
-    """Chat with your documents and databases in the browser (Gradio), offline."""
-    run(lambda: _serve_chat(load_settings(collection=collection), host, port, mcp, db))
+    """Chat with your documents and databases in the browser (Gradio), offline.
+
+    With users (ladder users add), the browser logs in and MCP/API callers send
+    `Authorization: Bearer <token>` (ladder users token NAME); each user sees only their own threads."""
+    run(lambda: _serve_chat(load_settings(collection=collection), host, port, mcp, db, no_login))
 
 
 @db_app.command("stop")
@@ -379,12 +414,15 @@ def db_stop() -> None:
     """Stop the embedded PostgreSQL server (it starts again on the next command)."""
     from knowledge.pgembed import EmbeddedPostgres
 
-    settings = load_settings()
-    if settings.database_url:
-        err.print("DATABASE_URL is set: Ladder does not manage that server.")
-        raise typer.Exit(1)
-    EmbeddedPostgres(settings.data_dir).stop()
-    out.print("stopped")
+    def body() -> None:
+        settings = load_settings()
+        if settings.database_url:
+            err.print("DATABASE_URL is set: Ladder does not manage that server.")
+            raise typer.Exit(1)
+        EmbeddedPostgres(settings.data_dir).stop()
+        out.print("stopped")
+
+    run(body)
 
 
 @app.command()
@@ -533,14 +571,53 @@ def bench_load(
     sessions: Annotated[int, typer.Option(min=1, max=200, help="Concurrent chat sessions.")] = 20,
     turns: Annotated[int, typer.Option(min=1, max=50, help="Questions per session.")] = 3,
     latency: Annotated[float, typer.Option(min=0.0, max=30.0, help="Seconds the scripted model takes per call.")] = 0.2,
+    users: Annotated[
+        bool, typer.Option("--users", help="Logins on: each session its own user with a bearer token.")
+    ] = False,
 ) -> None:
     """Concurrent sessions through the chat server's API (loopback, scripted model): throughput, p50/p95,
-    and a check that every turn is logged once, in its own thread, with its own answer."""
+    and a check that every turn is logged once, in its own thread, with its own answer (and, with
+    --users, by its own user, and that no session can ask in another's thread)."""
 
     def body() -> None:
         from evals.load_test import run_load
 
-        report = run_load(load_settings(), sessions=sessions, turns=turns, latency_s=latency)
+        report = run_load(load_settings(), sessions=sessions, turns=turns, latency_s=latency, users=users)
+        print(json.dumps(report, indent=1))
+        if report["problems"]:
+            err.print(f"error: {len(report['problems'])} problems (see 'problems')", style="red", markup=False)
+            raise typer.Exit(1)
+
+    run(body)
+
+
+@bench_app.command("ingest-search")
+def bench_ingest_search(
+    folder: Annotated[
+        Path | None, typer.Option(help="Folder to ingest meanwhile (default: CISI's 1460 abstracts, a file each).")
+    ] = None,
+    searchers: Annotated[int, typer.Option(min=1, max=200, help="Concurrent searchers.")] = 8,
+    searches: Annotated[int, typer.Option(min=1, max=1000, help="Searches each without ingestion.")] = 15,
+    rate: Annotated[
+        float, typer.Option(min=0.0, max=1000.0, help="Searches a second, all searchers together (0: no pause).")
+    ] = 4.0,
+    timeout: Annotated[float, typer.Option(min=1.0, max=3600.0, help="Seconds the ingestion may take.")] = 600.0,
+) -> None:
+    """Search latency through the chat server's API (loopback) without and during a `ladder ingest`
+    of a large folder into another collection: p50/p95 and their ratios, errors, ingestion throughput."""
+    if folder is not None and not folder.expanduser().is_dir():
+        raise typer.BadParameter(f"{folder} is not a folder", param_hint="--folder")
+
+    def body() -> None:
+        from evals.load_test import run_search_under_ingestion
+
+        try:
+            report = run_search_under_ingestion(
+                load_settings(), folder=folder, searchers=searchers, searches=searches, rate=rate, timeout_s=timeout
+            )
+        except FileNotFoundError as exc:  # the shared data behind the defaults
+            err.print(f"error: {exc}", style="red", highlight=False, markup=False)
+            raise typer.Exit(2) from None
         print(json.dumps(report, indent=1))
         if report["problems"]:
             err.print(f"error: {len(report['problems'])} problems (see 'problems')", style="red", markup=False)
@@ -551,10 +628,14 @@ def bench_load(
 
 @bench_app.command("retrieval")
 def bench_retrieval(
-    out_file: Annotated[Path | None, typer.Option("--out", help="Also write the figures as JSON.")] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Also write the figures as JSON.", callback=output_file)
+    ] = None,
     hnsw_vectors: Annotated[int, typer.Option(help="Size of the HNSW recall/latency test.")] = 100_000,
     quick: Annotated[bool, typer.Option(help="Small sizes, for a smoke run.")] = False,
-    chart: Annotated[Path | None, typer.Option(help="Also draw nDCG@10 per retriever as a PNG.")] = None,
+    chart: Annotated[
+        Path | None, typer.Option(help="Also draw nDCG@10 per retriever as a PNG.", callback=output_file)
+    ] = None,
 ) -> None:
     """Retrieval quality (CISI, PubMedQA), HNSW recall and latency, ingestion throughput."""
     from evals.bench import run_retrieval_benchmark, write_chart

@@ -11,8 +11,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from agent.cli_common import err, load_settings, out, run
+from agent.cli_common import err, load_settings, out, output_file, run
 from evals.datasets import shared_data_dir
 
 
@@ -173,7 +174,7 @@ def db_load(
         settings = load_settings()
         with Database(settings.database_config()) as db, db.connection() as conn:
             if path.suffix.lower() == ".sql":
-                with err.status(f"loading {path.name} into database {name}…"):
+                with err.status(Text(f"loading {path.name} into database {name}…")):
                     loaded = load_script(db.url, name, path)
                 url, note = loaded.url, loaded.note
             else:
@@ -233,7 +234,7 @@ def examples_add(
 
         with _examples_context(db) as (conn, embedder, dialect):
             add_examples(conn, embedder, db, dialect, [(question, sql)])
-        out.print(f"stored 1 example for {db}")
+        out.print(f"stored 1 example for {db}", highlight=False, markup=False)
 
     run(body)
 
@@ -251,7 +252,7 @@ def examples_import(
         pairs = read_examples_file(file)
         with _examples_context(db) as (conn, embedder, dialect):
             stored = add_examples(conn, embedder, db, dialect, pairs)
-        out.print(f"stored {stored} examples for {db}")
+        out.print(f"stored {stored} examples for {db}", highlight=False, markup=False)
 
     run(body)
 
@@ -288,7 +289,7 @@ def examples_clear(db: Annotated[str, typer.Option("--db")]) -> None:
 
         with Database(load_settings().database_config()) as database, database.connection() as conn:
             removed = remove_examples(conn, db)
-        out.print(f"removed {removed} examples for {db}")
+        out.print(f"removed {removed} examples for {db}", highlight=False, markup=False)
 
     run(body)
 
@@ -301,7 +302,9 @@ def eval_sql(
     limit: Annotated[int | None, typer.Option(min=1, help="At most N questions, spread over categories.")] = None,
     category: Annotated[list[str] | None, typer.Option(help="Only these categories (repeatable).")] = None,
     reload: Annotated[bool, typer.Option(help="Reload the databases even if they are loaded.")] = False,
-    out_file: Annotated[Path | None, typer.Option("--out", help="Also write every outcome as JSON.")] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Also write every outcome as JSON.", callback=output_file)
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Execution accuracy of text-to-SQL on defog's sql-eval, per category, without and with few-shot examples."""

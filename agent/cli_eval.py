@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from agent.cli_common import err, load_settings, out, run
+from agent.cli_common import err, load_settings, out, output_file, run
 
 
 def eval_run(
@@ -65,8 +65,10 @@ def eval_run(
 
 def eval_report(
     run_id: Annotated[int, typer.Argument(help="The run (from `ladder eval run`).")],
-    chart: Annotated[Path | None, typer.Option(help="Write the ladder chart (PNG) here.")] = None,
-    html_file: Annotated[Path | None, typer.Option("--html", help="Write an HTML report here.")] = None,
+    chart: Annotated[Path | None, typer.Option(help="Write the ladder chart (PNG) here.", callback=output_file)] = None,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Write an HTML report here.", callback=output_file)
+    ] = None,
     diff: Annotated[str | None, typer.Option(help="Show the examples that changed at this rung.")] = None,
     metric: Annotated[str | None, typer.Option(help="The metric for the chart and --diff.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,

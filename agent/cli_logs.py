@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agent.cli_common import err, load_settings, out, run
+from agent.cli_common import err, load_settings, out, output_file, run
 
 logs_app = typer.Typer(help="The turn log: every question, answer, step and feedback.")
 export_app = typer.Typer(help="Turn the log into data: eval sets and fine-tuning files.", no_args_is_help=True)
@@ -36,8 +36,9 @@ def logs(
     feedback: Annotated[str, typer.Option(help="up, down, any or none (all turns).")] = "none",
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    user: Annotated[str | None, typer.Option(help="Only this user's turns.")] = None,
 ) -> None:
-    """List logged turns, newest first (secrets redacted)."""
+    """List logged turns, newest first, with who asked (secrets redacted)."""
     if ctx.invoked_subcommand is not None:
         return
     if feedback not in ("up", "down", "any", "none"):
@@ -49,16 +50,17 @@ def logs(
         from knowledge.db import Database
 
         with Database(load_settings().database_config()) as db, db.connection() as conn:
-            turns = list_turns(conn, since=started, feedback=feedback, limit=limit)  # type: ignore[arg-type]
+            turns = list_turns(conn, since=started, feedback=feedback, limit=limit, user=user)  # type: ignore[arg-type]
         if as_json:
             for turn in turns:
                 print(json.dumps(turn, default=str, ensure_ascii=False))
             return
-        table = Table("started", "turn", "face", "status", "feedback", "question", "answer")
+        table = Table("started", "turn", "user", "face", "status", "feedback", "question", "answer")
         for t in turns:
             table.add_row(
                 t["started_at"].strftime("%Y-%m-%d %H:%M"),
                 t["turn_id"][:12],
+                t["user"] or "",
                 t["face"],
                 t["status"],
                 t["feedback"] or "",
@@ -88,7 +90,7 @@ def logs_prune(
 
         with Database(load_settings().database_config()) as db, db.connection() as conn:
             removed = prune_turns(conn, age)
-        out.print(f"deleted {removed} turns older than {older_than}")
+        out.print(f"deleted {removed} turns older than {older_than}", highlight=False, markup=False)
 
     run(body)
 
@@ -107,14 +109,14 @@ def feedback(
 
         with Database(load_settings().database_config()) as db, db.connection() as conn:
             add_feedback(conn, turn_id, rating, comment, correct)  # type: ignore[arg-type]
-        out.print(f"feedback stored on {turn_id}")
+        out.print(f"feedback stored on {turn_id}", highlight=False, markup=False)
 
     run(body)
 
 
 @export_app.command("evalset")
 def export_evalset(
-    out_file: Annotated[Path, typer.Option("--out", help="The JSONL file to write.")],
+    out_file: Annotated[Path, typer.Option("--out", help="The JSONL file to write.", callback=output_file)],
     redact_personal: Annotated[bool, typer.Option("--redact/--no-redact", help="Mask emails and phones.")] = True,
 ) -> None:
     """Turns with feedback as an eval set: question, the approved or corrected answer, cited passages."""
@@ -129,7 +131,9 @@ def export_evalset(
         write_jsonl(out_file, records)
         out.print(
             f"wrote {len(records)} eval-set lines to {out_file}"
-            + (f" ({skipped} turns with a thumbs-down but no corrected answer left out)" if skipped else "")
+            + (f" ({skipped} turns with a thumbs-down but no corrected answer left out)" if skipped else ""),
+            highlight=False,
+            markup=False,
         )
 
     run(body)
@@ -137,7 +141,9 @@ def export_evalset(
 
 @export_app.command("finetune")
 def export_finetune(
-    out_file: Annotated[Path, typer.Option("--out", help="The training JSONL (validation goes beside it).")],
+    out_file: Annotated[
+        Path, typer.Option("--out", help="The training JSONL (validation goes beside it).", callback=output_file)
+    ],
     min_feedback: Annotated[str, typer.Option(help="up (approved or corrected turns) or any.")] = "up",
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share held out for validation.")] = 0.1,
     system: Annotated[bool, typer.Option("--system/--no-system", help="Include the system prompt.")] = True,
@@ -169,7 +175,7 @@ def export_finetune(
             with (
                 open_knowledge_base(settings) as kb,
                 open_chat_endpoint(settings, teacher) as endpoint,
-                open_checkpointer(kb.db.url) as checkpointer,
+                open_checkpointer(kb.db) as checkpointer,
                 kb.db.connection() as conn,
             ):
                 agent = Agent.on_endpoint(settings, kb, endpoint, checkpointer)

@@ -7,13 +7,14 @@ because that is where every other tool puts them.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from knowledge.chunking import ChunkingConfig
 from knowledge.db import DatabaseConfig
@@ -36,7 +37,9 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Every knob Ladder has. See the README's settings table."""
 
-    model_config = SettingsConfigDict(env_prefix="LADDER_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LADDER_", env_file=".env", env_file_encoding="utf-8", extra="ignore", allow_inf_nan=False
+    )
 
     # Storage
     data_dir: Path = Field(default_factory=default_data_dir)
@@ -45,7 +48,7 @@ class Settings(BaseSettings):
     )
     db_pool_min: int = Field(default=1, ge=1, le=100)
     db_pool_max: int = Field(default=8, ge=1, le=200)
-    db_statement_timeout_ms: int = Field(default=60_000, ge=100)
+    db_statement_timeout_ms: int = Field(default=60_000, ge=100, le=2_147_483_647)  # PostgreSQL's limit
     maintenance_work_mem: str = Field(default="512MB", pattern=r"^[1-9][0-9]*\s*(kB|MB|GB)?$")
 
     # Structured data (read-only SQL tools)
@@ -66,7 +69,7 @@ class Settings(BaseSettings):
     local_model_path: Path | None = None
     llm_threads: int = Field(default=0, ge=0, le=256)
     llm_context_tokens: int = Field(default=4096, ge=512, le=131072)
-    llm_timeout_s: float = Field(default=120.0, gt=0)
+    llm_timeout_s: float = Field(default=120.0, gt=0, le=86_400)
     llm_max_retries: int = Field(default=3, ge=0, le=10)
     llm_json_mode: Literal["auto", "json_schema", "json_object"] = "auto"
     prompt_cost_per_1m: float = Field(default=0.0, ge=0)
@@ -99,15 +102,14 @@ class Settings(BaseSettings):
     # The chat UI (ladder chat)
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(default=7860, ge=1, le=65535)
-    ui_auth: SecretStr | None = None  # "user:password" (several: comma-separated); required beyond loopback
     ui_concurrency: int = Field(default=8, ge=1, le=256)
-    ui_max_upload_mb: float = Field(default=50.0, gt=0)
+    ui_max_upload_mb: float = Field(default=50.0, gt=0, le=1_000_000)
 
     # Ingestion
     collection: str = "default"
     chunk_tokens: int = Field(default=256, ge=16, le=8192)
     chunk_overlap: int = Field(default=32, ge=0)
-    max_file_mb: float = Field(default=50.0, gt=0)
+    max_file_mb: float = Field(default=50.0, gt=0, le=1_000_000)
     tokenizer_encoding: str = "cl100k_base"
 
     # Search
@@ -123,6 +125,15 @@ class Settings(BaseSettings):
     heading_weight: float = Field(default=0.5, ge=0, le=1)
     recency_half_life_days: float | None = Field(default=None, gt=0)
     recency_field: str = "date"
+
+    @field_validator("maintenance_work_mem")
+    @classmethod
+    def _work_mem_range(cls, value: str) -> str:
+        match = re.fullmatch(r"([0-9]+)\s*(kB|MB|GB)?\s*", value)
+        kilobytes = int(match.group(1)) * {"kB": 1, "MB": 1024, "GB": 1024**2, None: 1}[match.group(2)] if match else 0
+        if not 1024 <= kilobytes < 2**31:  # what PostgreSQL accepts
+            raise ValueError("maintenance_work_mem must be between 1MB and 2047GB")
+        return value
 
     @field_validator("collection")
     @classmethod
@@ -190,4 +201,7 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
-    return Settings()
+    try:
+        return Settings()
+    except (OSError, UnicodeDecodeError) as exc:  # a .env file that cannot be read, or is not UTF-8
+        raise SettingsError(f"cannot read the .env file: {exc}") from exc

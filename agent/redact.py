@@ -14,6 +14,7 @@ SECRET_PATTERNS = (
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), "[SECRET]"),  # OpenAI-style API keys
     (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), "[SECRET]"),  # AWS access key ids
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"), "[SECRET]"),  # GitHub tokens
+    (re.compile(r"\bldr_[A-Za-z0-9_-]{20,}"), "[SECRET]"),  # Ladder's own API tokens
     (re.compile(r"(?i)\bBearer\s+[A-Za-z0-9._~+/=-]{16,}"), "Bearer [SECRET]"),
     (re.compile(r"(?i)\b(api[_-]?key|secret|password|passwd|token)\s*[=:]\s*[^\s,;\"']+"), r"\1=[SECRET]"),
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]+):[^\s@/]+@"), r"\1:***@"),  # URLs with passwords

@@ -35,6 +35,6 @@ def open_agent(settings: Settings) -> Iterator[Agent]:
     with (
         open_knowledge_base(settings) as kb,
         open_chat_endpoint(settings) as endpoint,
-        open_checkpointer(kb.db.url) as checkpointer,
+        open_checkpointer(kb.db) as checkpointer,
     ):
         yield Agent.on_endpoint(settings, kb, endpoint, checkpointer)

@@ -1,8 +1,9 @@
 """Run one turn of a conversation through the graph and return what every face needs.
 
 The thread's state is checkpointed in Postgres (langgraph-checkpoint-postgres), so a conversation
-survives a restart. Failures (model endpoint down, budget exhausted, a loop bound) end the turn
-with a clear message and whatever partial answer exists, never a traceback or a hang.
+survives a restart. Failures (model endpoint down, budget exhausted, a loop bound, Ladder's database
+gone) end the turn with a clear message and whatever partial answer exists, never a traceback or a
+hang; a turn's completion that cannot be logged while the database is away is logged when it is back.
 """
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ import openai
 import psycopg
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.errors import GraphRecursionError
-from psycopg import Connection
 from psycopg.rows import dict_row
 
+from agent.access import check_read, check_thread
 from agent.config import Settings
 from agent.context import Limits, Switches, TurnContext
 from agent.graph import build_graph
 from agent.model_calls import BudgetExceeded, ModelCaller, StreamInterrupted
 from agent.turn_log import finish_turn, start_turn
+from agent.turn_outbox import TurnOutbox
+from agent.users import User
 from knowledge.base import KnowledgeBase
+from knowledge.db import POOL_TIMEOUT_S, Database, DatabaseUnavailable, ResilientPool, as_unavailable
 from knowledge.tokens import count_tokens
 from tools.sources import get_source
 from tools.sql import DataSource, DataSourceError
@@ -65,6 +69,7 @@ class TurnRequest:
     switches: dict[str, bool] | None = None
     database: str | None = None  # a registered data source; questions about data are answered with SQL
     face: str = "api"  # who asked: cli, ui, mcp, api (recorded in the turn log)
+    user: User | None = None  # the logged-in user; None is the local operator
 
 
 def check_question(question: str, settings: Settings) -> str:
@@ -72,6 +77,10 @@ def check_question(question: str, settings: Settings) -> str:
     text = question.strip()
     if not text:
         raise QuestionError("the question is empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from a JSON client: not text any database can store
+        raise QuestionError("the question contains characters that are not valid Unicode text") from None
     tokens = count_tokens(text)
     if tokens > settings.max_question_tokens:
         raise QuestionError(
@@ -82,10 +91,24 @@ def check_question(question: str, settings: Settings) -> str:
 
 
 @contextmanager
-def open_checkpointer(url: str) -> Iterator[PostgresSaver]:
-    """A Postgres checkpointer on its own connection, its tables created on first use."""
-    with Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row) as conn:  # type: ignore[arg-type]
-        saver = PostgresSaver(conn)  # type: ignore[arg-type]
+def open_checkpointer(db: Database | str) -> Iterator[PostgresSaver]:
+    """A Postgres checkpointer, its tables created on first use.
+
+    It has a pool of its own, checked on borrow, so it reconnects after the database restarts (one
+    connection: the saver serialises its calls anyway). Given the Database rather than its URL, it
+    also restarts a dead embedded server, as the Database's own pool does.
+    """
+    options: dict[str, Any] = {
+        "min_size": 1,
+        "max_size": 1,
+        "kwargs": {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row, "connect_timeout": 10},
+    }
+    if isinstance(db, Database):
+        pool = db.open_pool(**options)
+    else:
+        pool = ResilientPool(db, open=True, timeout=POOL_TIMEOUT_S, **options)
+    with pool:
+        saver = PostgresSaver(pool)
         saver.setup()
         yield saver
 
@@ -111,6 +134,7 @@ class Agent:
         self.json_mode = json_mode
         self.embedded = embedded
         self.graph = build_graph(checkpointer)
+        self.outbox = TurnOutbox(self._write_completion)  # completions waiting for the database to come back
 
     @classmethod
     def on_endpoint(cls, settings: Settings, kb: KnowledgeBase | None, endpoint: Any, checkpointer: Any) -> Agent:
@@ -152,6 +176,9 @@ class Agent:
         )
         thread_id = request.thread_id or uuid.uuid4().hex
         turn_id = uuid.uuid4().hex
+        if request.user is not None:
+            self._log(check_thread, thread_id, request.user)
+            self._log(check_read, request.collection, request.user)
         self._log(
             start_turn,
             turn_id,
@@ -161,6 +188,7 @@ class Agent:
             collection=request.collection,
             data_source=request.database,
             switches=switches.as_dict(),
+            user_id=request.user.id if request.user is not None else None,
         )
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": RECURSION_LIMIT}
         fresh = {
@@ -208,6 +236,11 @@ class Agent:
             error = f"the model endpoint could not be reached ({_short(exc)}); check OPENAI_BASE_URL or the local model"
         except openai.OpenAIError as exc:
             error = f"the model call failed: {_short(exc)}"
+        except (DatabaseUnavailable, psycopg.OperationalError) as exc:
+            unavailable = as_unavailable(exc)  # the database went away mid-turn: fail the turn, say so
+            if unavailable is None:
+                raise
+            error = str(unavailable)
         if error is not None:
             final = {**final, **self._partial(thread_id)}
         answer = final.get("answer") or final.get("draft") or ""
@@ -242,14 +275,29 @@ class Agent:
             "events": steps,
             "model_calls": caller.stats.log,
         }
+        self._complete(turn_id, result, details)
+        return result
+
+    def _complete(self, turn_id: str, result: dict[str, Any], details: dict[str, Any]) -> None:
+        """Write the turn's completion; while the database is away, the outbox keeps it to write later."""
         try:
             self._log(finish_turn, turn_id, result, details)
-        except psycopg.Error as exc:  # the answer still reaches the user; the turn stays 'running'
-            log.warning("could not complete turn %s in the log: %s", turn_id, exc)
-        return result
+        except (DatabaseUnavailable, psycopg.Error) as exc:  # the answer still reaches the user
+            if as_unavailable(exc) is None:
+                log.warning("could not complete turn %s in the log: %s", turn_id, exc)
+                return
+            log.warning("turn %s waits to be completed in the log: %s", turn_id, exc)
+            self.outbox.add(turn_id, result, details)
+
+    def _write_completion(self, turn_id: str, result: dict[str, Any], details: dict[str, Any]) -> None:
+        if self.kb is not None:
+            with self.kb.db.connection() as conn:
+                finish_turn(conn, turn_id, result, details)
 
     def _log(self, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
         if self.kb is not None:
+            if len(self.outbox):  # the database may be back: earlier turns' completions go first
+                self.outbox.flush()
             with self.kb.db.connection() as conn:
                 write(conn, *args, **kwargs)
 

@@ -11,6 +11,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 MAX_COMMENT_CHARS = 4000
+MAX_CORRECTION_CHARS = 20_000  # the feedback table's own check
 
 
 class FeedbackError(ValueError):
@@ -27,12 +28,13 @@ def start_turn(
     collection: str | None,
     data_source: str | None,
     switches: dict[str, bool],
+    user_id: int | None = None,
 ) -> None:
     with conn.transaction():
         conn.execute(
-            "INSERT INTO turns (turn_id, thread_id, face, question, collection, data_source, switches)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (turn_id, thread_id, face, question, collection, data_source, Jsonb(switches)),
+            "INSERT INTO turns (turn_id, thread_id, face, question, collection, data_source, switches, user_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (turn_id, thread_id, face, question, collection, data_source, Jsonb(switches), user_id),
         )
 
 
@@ -84,6 +86,10 @@ def add_feedback(
     comment = (comment or "").strip() or None
     if comment and len(comment) > MAX_COMMENT_CHARS:
         raise FeedbackError(f"the comment is {len(comment)} characters; the limit is {MAX_COMMENT_CHARS}")
+    if corrected_answer and len(corrected_answer) > MAX_CORRECTION_CHARS:
+        raise FeedbackError(
+            f"the corrected answer is {len(corrected_answer)} characters; the limit is {MAX_CORRECTION_CHARS}"
+        )
     with conn.transaction():
         if conn.execute("SELECT 1 FROM turns WHERE turn_id = %s", (turn_id,)).fetchone() is None:
             raise FeedbackError(f"no turn {turn_id!r} to attach feedback to")

@@ -26,6 +26,7 @@ from tools.sql_tools import SCHEMAS as SQL_SCHEMAS
 
 Feedback = Literal["up", "down", "any", "none"]
 _DURATION = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+_MAX_AGE_MINUTES = 100 * 366 * 24 * 60
 
 
 def parse_age(text: str) -> timedelta:
@@ -33,8 +34,10 @@ def parse_age(text: str) -> timedelta:
     match = _DURATION.match(text or "")
     if not match:
         raise ValueError(f"{text!r} is not an age like 90d, 12h or 30m")
-    amount, unit = int(match.group(1)), match.group(2)
-    return {"d": timedelta(days=amount), "h": timedelta(hours=amount), "m": timedelta(minutes=amount)}[unit]
+    minutes = int(match.group(1)) * {"d": 24 * 60, "h": 60, "m": 1}[match.group(2)]
+    if minutes > _MAX_AGE_MINUTES:  # further back than a timestamp (Python's or PostgreSQL's) reaches
+        raise ValueError(f"{text!r} is more than 100 years")
+    return timedelta(minutes=minutes)
 
 
 def _feedback_filter(feedback: Feedback) -> str:
@@ -54,16 +57,18 @@ def list_turns(
     since: datetime | None = None,
     feedback: Feedback = "none",
     limit: int = 100,
+    user: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Turns, newest first, with their latest feedback (secrets redacted)."""
+    """Turns, newest first, with their user and latest feedback (secrets redacted); ``user`` keeps one user's."""
     cur = conn.cursor(row_factory=dict_row).execute(
-        "SELECT t.turn_id, t.thread_id, t.face, t.status, t.started_at, t.question, t.answer, t.error, t.model,"
-        " t.usage,"
+        "SELECT t.turn_id, t.thread_id, u.name AS user, t.face, t.status, t.started_at, t.question, t.answer,"
+        " t.error, t.model, t.usage,"
         " (SELECT f.rating FROM feedback f WHERE f.turn_id = t.turn_id ORDER BY f.id DESC LIMIT 1) AS feedback,"
         " (SELECT f.comment FROM feedback f WHERE f.turn_id = t.turn_id ORDER BY f.id DESC LIMIT 1) AS comment"
-        f" FROM turns t WHERE t.started_at >= %s AND {_feedback_filter(feedback)}"
+        " FROM turns t LEFT JOIN users u ON u.id = t.user_id"
+        f" WHERE t.started_at >= %s AND {_feedback_filter(feedback)} AND (%s::text IS NULL OR u.name = %s)"
         " ORDER BY t.started_at DESC LIMIT %s",
-        (since or datetime(1970, 1, 1), limit),
+        (since or datetime(1970, 1, 1), user, user, limit),
     )
     return [redact(row, personal=False) for row in cur.fetchall()]
 

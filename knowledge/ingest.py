@@ -27,6 +27,7 @@ from knowledge.chunking import ChunkingConfig, chunk_document
 from knowledge.db import Database
 from knowledge.embeddings import Embedder
 from knowledge.loaders import (
+    ARCHIVE_SUFFIXES,
     JSONL_SUFFIXES,
     SUPPORTED_SUFFIXES,
     LoadedDocument,
@@ -34,6 +35,7 @@ from knowledge.loaders import (
     SkipFile,
     load_file,
     load_jsonl,
+    load_zip,
 )
 from knowledge.store import (
     Collection,
@@ -98,6 +100,17 @@ def embedding_text(title: str, heading: str, text: str) -> str:
     return "\n".join(part for part in (title, heading, text) if part)
 
 
+def utf8_name(path: Path | str) -> bool:
+    """Whether a path is text: a name that is not UTF-8 reaches Python as surrogate escapes, which
+    neither PostgreSQL nor a terminal takes."""
+    return not any("\udc80" <= c <= "\udcff" for c in str(path))
+
+
+def shown_name(path: Path | str) -> str:
+    """The path with the bytes that are not UTF-8 shown as U+FFFD, the replacement character."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def discover_files(paths: Sequence[Path]) -> tuple[list[Path], list[Skipped]]:
     """Files under ``paths`` in a stable order; hidden entries and symlinked folders are not entered."""
     found: list[Path] = []
@@ -115,7 +128,9 @@ def discover_files(paths: Sequence[Path]) -> tuple[list[Path], list[Skipped]]:
                     if name.startswith("."):
                         continue
                     path = Path(folder, name)
-                    if path.suffix.lower() in SUPPORTED_SUFFIXES:
+                    if not utf8_name(path):
+                        problems.append(Skipped(shown_name(path), "the name is not UTF-8"))
+                    elif path.suffix.lower() in SUPPORTED_SUFFIXES:
                         found.append(path.absolute())
                     else:
                         problems.append(Skipped(str(path), f"unsupported file type {path.suffix or '(none)'}"))
@@ -149,6 +164,8 @@ class Ingestor:
         """Ingest files and folders; with ``prune``, drop documents under ``paths`` whose source is gone."""
         started = time.perf_counter()
         report = IngestReport(collection=collection)
+        report.skipped.extend(Skipped(shown_name(p), "the name is not UTF-8") for p in paths if not utf8_name(p))
+        paths = [p for p in paths if utf8_name(p)]
         files, problems = discover_files([Path(p) for p in paths])
         report.skipped.extend(problems)
         with self.db.connection() as conn:
@@ -185,8 +202,11 @@ class Ingestor:
         for path in bar:
             report.files_seen += 1
             try:
-                if path.suffix.lower() in JSONL_SUFFIXES:
-                    for item in load_jsonl(path, self.max_file_bytes):
+                suffix = path.suffix.lower()
+                if suffix in JSONL_SUFFIXES or suffix in ARCHIVE_SUFFIXES:
+                    # Records and archive members: a bad one is reported, the others still ingested
+                    items = load_jsonl if suffix in JSONL_SUFFIXES else load_zip
+                    for item in items(path, self.max_file_bytes):
                         if isinstance(item, RecordProblem):
                             report.skipped.append(Skipped(item.where, item.reason))
                         else:

@@ -1,7 +1,8 @@
-"""Read files into documents: Markdown, plain text, HTML, PDF and JSONL records.
+"""Read files into documents: Markdown, plain text, HTML, PDF, JSONL records and zip archives of them.
 
 Every loader either returns documents or raises ``SkipFile`` with a reason a person can act on;
-nothing here stops a whole ingest run.
+nothing here stops a whole ingest run. Input is treated as hostile: sizes are bounded before
+anything is parsed or inflated, and parsing work stays linear in the input.
 """
 
 from __future__ import annotations
@@ -9,20 +10,36 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 import stat
+import unicodedata
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from itertools import pairwise
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdx"}
 TEXT_SUFFIXES = {".txt", ".text", ".rst"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 PDF_SUFFIXES = {".pdf"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
-SUPPORTED_SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | JSONL_SUFFIXES
+ARCHIVE_SUFFIXES = {".zip"}
+DOCUMENT_SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | JSONL_SUFFIXES
+SUPPORTED_SUFFIXES = DOCUMENT_SUFFIXES | ARCHIVE_SUFFIXES
+# Archives inside an archive are never expanded: each layer multiplies what a bomb can do.
+NESTED_ARCHIVE_SUFFIXES = {".zip", ".jar", ".tar", ".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".zst", ".7z", ".rar"}
+# BeautifulSoup keeps a Python object per tag (about 1 KB each, ~10 s per million on one core here),
+# so a page made of millions of tiny tags is refused before it is parsed.
+MAX_HTML_TAGS = 300_000
 _HEADING_MARK = "\x00LADDER-HEADING\x00"
+_HEADING_TAG = re.compile(r"^h[1-6]$")
+_START_TAG = re.compile(rb"<[A-Za-z]")
+_DROPPED_TAGS = {"script", "style", "noscript", "template", "svg"}
 
 
 class SkipFile(Exception):
@@ -132,25 +149,27 @@ def markdown_sections(text: str) -> tuple[str, list[Section]]:
 
 
 def html_sections(data: bytes) -> tuple[str, list[Section]]:
-    """Visible text of an HTML page split at h1-h6; scripts, styles and templates dropped."""
+    """Visible text of an HTML page split at h1-h6; scripts, styles and templates dropped.
+
+    One pass over the parsed tree, without changing it: BeautifulSoup's ``replace_with`` and
+    ``decompose`` look a tag up among its siblings, which made a page of many headings (or of
+    headings nested in headings) quadratic: 20 000 headings took a minute.
+    """
     from bs4 import BeautifulSoup
 
+    for tags, _ in enumerate(_START_TAG.finditer(data), start=1):
+        if tags > MAX_HTML_TAGS:
+            raise SkipFile(f"HTML has over {MAX_HTML_TAGS:,} tags, too many to parse safely")
     try:
         soup = BeautifulSoup(data, "lxml")
     except Exception:  # lxml missing or refused the input: the stdlib parser is slower but lenient
         soup = BeautifulSoup(data, "html.parser")
-    for tag in soup(["script", "style", "noscript", "template", "svg"]):
-        tag.decompose()
     title_tag = soup.find("title")
-    title = title_tag.get_text(" ", strip=True) if title_tag else ""
-    for heading in soup.find_all(re.compile(r"^h[1-6]$")):
-        level = int(heading.name[1])
-        text = heading.get_text(" ", strip=True)
-        heading.replace_with(f"\n{_HEADING_MARK}{level}\t{text}\n")
+    if title_tag is not None and title_tag.find_parent(list(_DROPPED_TAGS)) is not None:
+        title_tag = None  # an icon's <svg><title>, not the page's
+    title = _html_text(title_tag, " ") if title_tag else ""
     body = soup.body or soup
-    if title_tag:
-        title_tag.decompose()
-    raw = body.get_text("\n")
+    raw = "\n".join(_html_strings(body, skip=title_tag, mark_headings=True))
     sections: list[Section] = []
     path: list[tuple[int, str]] = []
     for part_index, part in enumerate(raw.split(_HEADING_MARK)):
@@ -169,15 +188,45 @@ def html_sections(data: bytes) -> tuple[str, list[Section]]:
     return title, sections
 
 
+def _html_text(tag: Any, separator: str) -> str:
+    """A tag's visible text, each string stripped, like ``get_text(separator, strip=True)``."""
+    return separator.join(s.strip() for s in _html_strings(tag) if s.strip())
+
+
+def _html_strings(root: Any, *, skip: Any = None, mark_headings: bool = False) -> Iterator[str]:
+    """The visible strings under ``root`` in document order; with ``mark_headings``, each outermost
+    h1-h6 becomes one marked line with its text. An explicit stack, so nesting depth costs no recursion."""
+    from bs4 import CData, NavigableString, Tag
+
+    stack = [iter(root.contents)]
+    while stack:
+        child = next(stack[-1], None)
+        if child is None:
+            stack.pop()
+        elif isinstance(child, Tag):
+            if child.name in _DROPPED_TAGS or child is skip:
+                continue
+            if mark_headings and _HEADING_TAG.match(child.name):
+                yield f"\n{_HEADING_MARK}{child.name[1]}\t{_html_text(child, ' ')}\n"
+            else:
+                stack.append(iter(child.contents))
+        elif type(child) in (NavigableString, CData):  # not comments, doctypes, script or style text
+            yield str(child)
+
+
 def pdf_sections(data: bytes) -> tuple[str, list[Section]]:
-    """One section per page with text; encrypted or malformed PDFs are skipped."""
+    """One section per page with text; malformed PDFs and those locked by a password are skipped.
+
+    A PDF encrypted with an empty user password (only its permissions restricted) opens in any
+    viewer, so it is read too. pypdf bounds each stream it inflates (LimitReachedError).
+    """
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
 
     try:
         reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            raise SkipFile("encrypted PDF")
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise SkipFile("encrypted PDF (needs a password)")
         title = ""
         if reader.metadata is not None and reader.metadata.title:
             title = str(reader.metadata.title).strip()
@@ -188,17 +237,36 @@ def pdf_sections(data: bytes) -> tuple[str, list[Section]]:
                 sections.append(Section(text=text, metadata={"page": number}))
     except SkipFile:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, RecursionError, OSError) as exc:
-        raise SkipFile(f"malformed PDF: {type(exc).__name__}: {exc}") from exc
+    except FileNotDecryptedError as exc:
+        raise SkipFile("encrypted PDF (needs a password)") from exc
+    except DependencyError as exc:  # AES without the optional cryptography package
+        raise SkipFile(f"encrypted PDF that pypdf cannot open here: {_brief(exc)}") from exc
+    except LimitReachedError as exc:
+        raise SkipFile(f"PDF stream over the size limit (possible decompression bomb): {_brief(exc)}") from exc
+    except Exception as exc:  # pypdf raises many types on broken files (IndexError, zlib.error, ...)
+        raise SkipFile(f"malformed PDF: {type(exc).__name__}: {_brief(exc)}") from exc
     if not sections:
         raise SkipFile("PDF has no extractable text (scanned images need OCR)")
     return title, sections
 
 
+def _brief(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line, cut to ``limit`` characters (parsers quote input back)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def load_file(path: Path, max_bytes: int) -> LoadedDocument:
     """Load one Markdown, text, HTML or PDF file as a document whose doc_id is its absolute path."""
-    suffix = path.suffix.lower()
     data = read_bytes(path, max_bytes)
+    source = str(path.absolute())
+    return document_from_bytes(data, path.suffix.lower(), doc_id=source, source=source, name=path.stem)
+
+
+def document_from_bytes(
+    data: bytes, suffix: str, *, doc_id: str, source: str, name: str, metadata: dict[str, Any] | None = None
+) -> LoadedDocument:
+    """One document from a file's bytes, parsed by ``suffix``; ``name`` is the title when it has none."""
     if suffix in PDF_SUFFIXES:
         if not data.startswith(b"%PDF"):
             raise SkipFile("not a PDF (no %PDF header)")
@@ -218,35 +286,46 @@ def load_file(path: Path, max_bytes: int) -> LoadedDocument:
         raise SkipFile(f"unsupported file type {suffix or '(none)'}")
     if not sections:
         raise SkipFile("no text found")
-    source = str(path.absolute())
     return LoadedDocument(
-        doc_id=source,
+        doc_id=doc_id,
         source=source,
-        title=title or path.stem,
+        title=title or name,
         sections=sections,
         content_hash=sha256(data),
-        metadata={"path": source, "file_type": suffix.lstrip(".")},
+        metadata={"path": source, "file_type": suffix.lstrip("."), **(metadata or {})},
     )
 
 
 def load_jsonl(path: Path, max_bytes: int) -> Iterator[LoadedDocument | RecordProblem]:
     """One document per line ``{"id", "text", "title"?, "metadata"?}``; bad lines become problems."""
-    text = decode_text(read_bytes(path, max_bytes))
-    source = str(path.absolute())
+    yield from jsonl_records(read_bytes(path, max_bytes), source=str(path.absolute()), where=str(path))
+
+
+def jsonl_records(
+    data: bytes, *, source: str, where: str, metadata: dict[str, Any] | None = None
+) -> Iterator[LoadedDocument | RecordProblem]:
+    """The records of JSONL bytes; ``where`` names the file in problems (``where:line``)."""
+    text = decode_text(data)
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        where = f"{path}:{number}"
+        at = f"{where}:{number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield RecordProblem(where, f"invalid JSON: {exc.msg}")
+            yield RecordProblem(at, f"invalid JSON: {exc.msg}")
+            continue
+        except RecursionError:  # [[[[... : one hostile line must not cost the file's other records
+            yield RecordProblem(at, "invalid JSON: nested too deeply")
+            continue
+        except ValueError as exc:  # e.g. an integer over Python's 4300-digit limit
+            yield RecordProblem(at, f"invalid JSON: {_brief(exc)}")
             continue
         problem = _record_problem(record)
         if problem:
-            yield RecordProblem(where, problem)
+            yield RecordProblem(at, problem)
             continue
-        metadata = dict(record.get("metadata") or {})
+        record_metadata = dict(record.get("metadata") or {})
         title = str(record.get("title") or "")
         body = record["text"].strip()
         yield LoadedDocument(
@@ -255,8 +334,161 @@ def load_jsonl(path: Path, max_bytes: int) -> Iterator[LoadedDocument | RecordPr
             title=title,
             sections=[Section(text=body)],
             content_hash=sha256(json.dumps(record, sort_keys=True, ensure_ascii=False).encode()),
-            metadata={**metadata, "path": source, "line": number},
+            metadata={**record_metadata, "path": source, "line": number, **(metadata or {})},
         )
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """What one zip archive may expand to. Headers can lie, so reads are counted, not trusted."""
+
+    max_members: int = 10_000
+    max_total_bytes: int | None = None  # None: ten times the per-file limit
+    max_ratio: float = 100.0  # text rarely compresses past 20:1; a bomb of zeros reaches 1000:1
+    ratio_floor_bytes: int = 1_000_000  # a small member may compress as well as it likes
+
+
+_READ_CHUNK = 1 << 20
+
+
+def load_zip(
+    path: Path, max_bytes: int, limits: ArchiveLimits | None = None
+) -> Iterator[LoadedDocument | RecordProblem]:
+    """The supported files inside a zip archive as documents, read in memory (nothing touches disk).
+
+    A member's doc_id is ``<archive>!<member path>`` and its source the archive, so re-ingesting and
+    ``--prune`` treat members as they treat JSONL records. A member over ``max_bytes``, one that
+    inflates past ``max_ratio``:1, a nested archive, an unsafe path (``..``, absolute, a drive) or
+    a corrupt member is a problem with a reason, and the other members are still read; an archive
+    whose members add up to more than the total limit, or whose entries overlap, is skipped whole.
+    """
+    limits = limits or ArchiveLimits()
+    total_limit = limits.max_total_bytes if limits.max_total_bytes is not None else 10 * max_bytes
+    data = read_bytes(path, max_bytes)
+    source = str(path.absolute())
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except Exception as exc:  # BadZipFile, or ValueError/struct errors from a mangled directory
+        raise SkipFile(f"not a valid zip archive: {_brief(exc)}") from exc
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > limits.max_members:
+            raise SkipFile(f"archive has {len(infos):,} entries, over the {limits.max_members:,} limit")
+        spans = sorted((info.header_offset, info.compress_size) for info in infos)
+        if any(start + size > following for (start, size), (following, _) in pairwise(spans)):
+            # Entries sharing compressed bytes are the "overlapping" bomb: a few KB read many times over
+            raise SkipFile("zip bomb: entries overlap (several files share the same compressed data)")
+        problems: list[RecordProblem] = []
+        wanted: list[tuple[zipfile.ZipInfo, str]] = []
+        seen: set[str] = set()
+        for info in infos:
+            member, problem = _member_problem(info, seen, max_bytes, limits)
+            if problem:
+                problems.append(RecordProblem(f"{path}!{_printable(member or info.filename)}", problem))
+            elif member:
+                wanted.append((info, member))
+        declared = sum(info.file_size for info, _ in wanted)
+        if declared > total_limit:
+            if _inflates_too_far(declared, sum(info.compress_size for info, _ in wanted), limits):
+                raise SkipFile(f"zip bomb: expands beyond {total_limit / 1e6:.1f} MB")
+            raise SkipFile(
+                f"archive too large: its files expand to {declared / 1e6:.1f} MB,"
+                f" over the {total_limit / 1e6:.1f} MB limit"
+            )
+        yield from problems
+        used = 0
+        for info, member in wanted:
+            where = f"{path}!{member}"
+            try:
+                content = _read_member(archive, info, min(max_bytes, total_limit - used), limits)
+                used += len(content)
+                suffix = PurePosixPath(member).suffix.lower()
+                extra = {"member": member}
+                if suffix in JSONL_SUFFIXES:
+                    yield from jsonl_records(content, source=source, where=where, metadata=extra)
+                else:
+                    yield document_from_bytes(
+                        content,
+                        suffix,
+                        doc_id=f"{source}!{member}",
+                        source=source,
+                        name=PurePosixPath(member).stem,
+                        metadata=extra,
+                    )
+            except SkipFile as skip:
+                yield RecordProblem(where, skip.reason)
+            except Exception as exc:  # a loader bug on one member must not cost the others
+                log.exception("unexpected error loading %s", where)
+                yield RecordProblem(where, f"could not load: {type(exc).__name__}: {_brief(exc)}")
+
+
+def _member_problem(
+    info: zipfile.ZipInfo, seen: set[str], max_bytes: int, limits: ArchiveLimits
+) -> tuple[str | None, str | None]:
+    """(the member's clean path or None to pass over it silently, the reason to refuse it or None)."""
+    if info.is_dir():
+        return None, None
+    name = info.filename.replace("\\", "/")  # Windows tools write backslashes
+    if any(unicodedata.category(char).startswith("C") for char in name):
+        return None, "unsafe name in archive (control characters)"
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return None, "unsafe path in archive (absolute)"
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        return None, "unsafe path in archive (..)"
+    if not parts or parts[0] == "__MACOSX" or any(part.startswith(".") for part in parts):
+        return None, None  # hidden, as in a folder, and macOS's resource forks
+    member = "/".join(parts)
+    suffix = PurePosixPath(member).suffix.lower()
+    if suffix in NESTED_ARCHIVE_SUFFIXES:
+        return member, "archive inside an archive, not expanded"
+    if suffix not in DOCUMENT_SUFFIXES:
+        return member, f"unsupported file type {suffix or '(none)'}"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return member, "symbolic link in archive, not followed"
+    if info.flag_bits & 0x1:
+        return member, "encrypted archive member"
+    if member in seen:
+        return member, "duplicate entry in archive (the first one is used)"
+    seen.add(member)
+    if _inflates_too_far(info.file_size, info.compress_size, limits):
+        return member, (
+            f"zip bomb: expands to {info.file_size / 1e6:.1f} MB"
+            f" from {info.compress_size / 1e3:.1f} KB (over {limits.max_ratio:.0f}:1)"
+        )
+    if info.file_size > max_bytes:
+        return member, f"too large: {info.file_size / 1e6:.1f} MB over the {max_bytes / 1e6:.1f} MB limit"
+    return member, None
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, limits: ArchiveLimits) -> bytes:
+    """A member's bytes, inflated a chunk at a time and stopped as soon as it passes a limit."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with archive.open(info) as stream:
+            while chunk := stream.read(_READ_CHUNK):
+                size += len(chunk)
+                if _inflates_too_far(size, info.compress_size, limits):
+                    raise SkipFile(f"zip bomb: expands past {limits.max_ratio:.0f}:1 (its header claimed less)")
+                if size > limit:
+                    raise SkipFile(f"too large: expands beyond {limit / 1e6:.1f} MB")
+                chunks.append(chunk)
+    except SkipFile:
+        raise
+    except Exception as exc:  # bad CRC, truncated data, an unsupported compression method
+        raise SkipFile(f"corrupt archive member: {type(exc).__name__}: {_brief(exc)}") from exc
+    return b"".join(chunks)
+
+
+def _inflates_too_far(expanded: int, compressed: int, limits: ArchiveLimits) -> bool:
+    return expanded > limits.ratio_floor_bytes and expanded > limits.max_ratio * max(compressed, 1)
+
+
+def _printable(name: str, limit: int = 200) -> str:
+    """A name from an archive, safe to show: control characters as '?', cut to ``limit``."""
+    shown = "".join("?" if unicodedata.category(char).startswith("C") else char for char in name)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def _record_problem(record: object) -> str | None:

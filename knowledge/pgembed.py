@@ -153,16 +153,24 @@ class EmbeddedPostgres:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> str:
-        """Initialise the cluster if needed, start it if it is not running, and return its URL."""
+        """Initialise the cluster if needed, start it if it is not running, and return its URL.
+
+        Also restarts a server whose postmaster was killed: this process's handle is registered once.
+        """
         self._prepare_folders()
         with self._lock():
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb()
             if not self._running():
+                self._await_reaped()
                 self._pg_ctl_start()
             self._register_handle()
         self._ensure_database()
         return self.url()
+
+    def running(self) -> bool:
+        """Whether this cluster's postmaster is up."""
+        return self._running()
 
     def stop(self) -> None:
         """Stop the server now (fast shutdown), whoever else uses it."""
@@ -283,15 +291,33 @@ class EmbeddedPostgres:
                 with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                     conn.execute(f"CREATE DATABASE {DATABASE}")
 
-    def _running(self) -> bool:
-        pid_file = self.pgdata / "postmaster.pid"
-        if not pid_file.exists():
-            return False
+    def _postmaster_pid(self) -> int | None:
         try:
-            pid = int(pid_file.read_text().splitlines()[0])
+            return int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
         except (OSError, ValueError, IndexError):
-            return False
-        if not _pid_alive(pid):
+            return None
+
+    def _await_reaped(self, timeout_s: float = 10.0) -> None:
+        """Wait until a killed postmaster's zombie is gone: while its pid exists, a new postmaster
+        refuses the data folder's lock file (it cannot tell a zombie from a live server)."""
+        pid = self._postmaster_pid()
+        if pid is None or not _zombie(pid):
+            return
+        deadline = time.monotonic() + timeout_s
+        while _zombie(pid):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # reaps it when this process is its parent (e.g. we are pid 1)
+            if time.monotonic() > deadline:
+                raise EmbeddedPostgresError(
+                    f"The embedded PostgreSQL in {self.pgdata} stopped, but its old process {pid} has not been "
+                    f"reaped by its parent after {timeout_s:g} s, and a new server cannot start until it is. "
+                    "Run Ladder under an init that reaps processes (e.g. `docker run --init`)."
+                )
+            time.sleep(0.05)
+
+    def _running(self) -> bool:
+        pid = self._postmaster_pid()
+        if pid is None or not _pid_alive(pid):
             return False
         try:
             self._exec("pg_ctl", "-D", str(self.pgdata), "status", timeout=10)
@@ -367,7 +393,16 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)  # a killed process stays signalable until its parent reaps it
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` is a process that exited but was not reaped yet (Linux; False elsewhere)."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line.rpartition(")")[2].split()[:1] == ["Z"]  # the state follows "(comm)", which may hold spaces
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -30,6 +30,7 @@ MODES: tuple[Mode, ...] = ("dense", "keyword", "hybrid")
 # Must match the configuration of the generated tsvector column in migration 0001.
 TEXT_SEARCH_CONFIG = "english"
 _WORD = re.compile(r"\w+", re.UNICODE)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # Okapi BM25 in SQL over the stored tsvectors. Postgres ranks full-text matches without inverse
@@ -208,6 +209,8 @@ class Searcher:
             raise SearchError(f"unknown mode {request.mode!r}; use one of {', '.join(MODES)}")
         if not request.query.strip():
             raise SearchError("the query is empty")
+        if _SURROGATE.search(request.query):  # how Python keeps bytes from argv that are not UTF-8
+            raise SearchError("the query holds bytes that are not UTF-8 text")
         if not 1 <= request.k <= 1000:
             raise SearchError("k must be between 1 and 1000")
         if request.recency and not self.config.recency_half_life_days:

@@ -249,6 +249,8 @@ def test_bad_questions_are_refused(agent: Agent, corpus: str, model: ScriptedMod
         agent.ask(TurnRequest("   ", corpus))
     with pytest.raises(QuestionError, match="limit is"):
         agent.ask(TurnRequest("refund " * 5000, corpus))
+    with pytest.raises(QuestionError, match="not valid Unicode"):
+        agent.ask(TurnRequest("refunds \ud800?", corpus))  # a lone surrogate, as a JSON client can send
     assert sum(model.calls.values()) == 0
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import openai
 import pytest
 
-from agent.chat_app import ChatHandlers, ChatServices, build_app, launch, parse_auth
+from agent.chat_app import ChatHandlers, ChatServices, build_app, launch
 from agent.chat_view import TurnView, turn_id_of
 from agent.config import Settings
 from agent.turn import Agent, open_checkpointer
@@ -59,9 +59,10 @@ def chat(embedded_db: Database, embedder, tmp_path_factory: pytest.TempPathFacto
         client = openai.OpenAI(api_key="k", base_url=server.base_url, max_retries=0, timeout=20)
         with open_checkpointer(embedded_db.url) as checkpointer:
             agent = Agent(settings, kb, client, "scripted", checkpointer)
-            app = build_app(ChatServices(agent, "scripted"))
+            services = ChatServices(agent, "scripted")
+            app = build_app(services)
             port = free_port()
-            launch(app, host="127.0.0.1", port=port, block=False)
+            launch(app, host="127.0.0.1", port=port, services=services, block=False)
             try:
                 yield Chat(f"http://127.0.0.1:{port}/", agent, model, collection)
             finally:
@@ -211,8 +212,9 @@ def test_nothing_leaves_the_machine(chat: Chat, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(socket.socket, "connect", watch)
     Client(chat.url, verbose=False, analytics_enabled=False).predict("Where do parcels ship from?", api_name="/ask")
     port = free_port()
-    app = build_app(ChatServices(chat.agent, "scripted"))
-    launch(app, host="127.0.0.1", port=port, block=False)
+    services = ChatServices(chat.agent, "scripted")
+    app = build_app(services)
+    launch(app, host="127.0.0.1", port=port, services=services, block=False)
     app.close()
     assert outbound == []
 
@@ -248,10 +250,3 @@ def test_turn_view_and_feedback_lookup() -> None:
     history = [{"role": "user", "content": "q"}, *final]
     assert turn_id_of(history, 1) == "t1" and turn_id_of(history, len(history) - 1) == "t1"
     assert turn_id_of([{"role": "user", "content": "q"}], 0) is None
-
-
-def test_login_settings() -> None:
-    assert parse_auth("ann:pw1, bob:pw:2") == [("ann", "pw1"), ("bob", "pw:2")]
-    assert parse_auth(None) == []
-    with pytest.raises(ValueError, match="user:password"):
-        parse_auth("ann")

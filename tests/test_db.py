@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -82,6 +84,45 @@ def test_an_unwritable_data_folder_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(EmbeddedPostgresError, match="not writable"):
         EmbeddedPostgres(blocker / "data").start()
+
+
+def test_a_full_disk_is_a_clear_error_naming_the_folder(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / f".write-probe-{os.getpid()}").symlink_to("/dev/full")  # the kernel answers ENOSPC to writes here
+    with pytest.raises(EmbeddedPostgresError, match="No space left on device") as info:
+        EmbeddedPostgres(data).start()
+    assert str(data) in str(info.value) and "LADDER_DATA_DIR" in str(info.value)
+
+
+def test_a_read_only_data_folder_is_a_clear_error() -> None:
+    """Checked in a child that drops root, which writes through any permission bits."""
+    import pwd
+
+    folder = Path(tempfile.mkdtemp(prefix="ladder-ro-", dir="/tmp"))
+    folder.chmod(0o555)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery, just the check, then out
+        message = "started"
+        try:
+            if os.geteuid() == 0:
+                nobody = pwd.getpwnam("nobody")
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+            EmbeddedPostgres(folder / "data").start()
+        except BaseException as exc:  # reported to the parent, whatever it is
+            message = f"{type(exc).__name__}: {exc}"
+        os.write(write, message.encode()[:4000])
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        message = pipe.read()
+    folder.chmod(0o755)
+    shutil.rmtree(folder, ignore_errors=True)
+    assert message.startswith("EmbeddedPostgresError: ")
+    assert f"Ladder's data folder {folder / 'data'} is not writable (Permission denied)" in message
 
 
 def test_a_bad_url_is_a_clear_error_without_the_password() -> None:

@@ -1,11 +1,13 @@
-"""The load check: concurrent sessions through the chat server's API keep their turns apart."""
+"""The load checks: concurrent sessions through the chat server's API keep their turns apart, and
+searches keep answering while a folder is ingested."""
 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from agent.config import Settings
-from evals.load_test import _check_log, run_load
+from evals.load_test import DOCS, _check_log, run_load, run_search_under_ingestion
 from knowledge.base import KnowledgeBase
 
 
@@ -14,6 +16,13 @@ def test_concurrent_sessions_lose_and_cross_nothing(kb: KnowledgeBase) -> None:
     assert report["problems"] == []
     assert report["turns_answered"] == 8 and report["p95_s"] >= report["p50_s"] > 0
     assert report["pool"]["requests_errors"] == 0 and report["pool"]["requests_num"] > 0
+
+
+def test_concurrent_users_with_tokens_stay_apart(kb: KnowledgeBase) -> None:
+    report = run_load(Settings(data_dir=kb.db.embedded.root), sessions=3, turns=2, latency_s=0.05, users=True)
+    assert report["problems"] == [] and report["users"] == 3 and report["turns_answered"] == 6
+    with kb.db.connection() as conn:  # the run's users are removed afterwards
+        assert conn.execute("SELECT count(*) FROM users WHERE name LIKE 'load-%'").fetchone()[0] == 0
 
 
 def test_the_log_check_finds_lost_duplicated_and_crossed_turns(kb: KnowledgeBase) -> None:
@@ -38,3 +47,30 @@ def test_the_log_check_finds_lost_duplicated_and_crossed_turns(kb: KnowledgeBase
     assert f"tok-{key}-1-1: logged in thread {threads[0]}, not {threads[1]}" in problems
     assert f"tok-{key}-0-1: logged 2 times" in problems
     assert not any(p.startswith(f"tok-{key}-0-0") for p in problems)
+
+
+def test_searches_keep_answering_while_a_folder_is_ingested(kb: KnowledgeBase, tmp_path: Path) -> None:
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"note-{i}.md").write_text(f"# Note {i}\n\nWarehouse note {i}: parcels leave at {i + 8} o'clock.\n")
+    report = run_search_under_ingestion(
+        Settings(data_dir=kb.db.embedded.root),
+        folder=folder,
+        searchers=2,
+        searches=3,
+        rate=10.0,
+        documents=DOCS,
+        queries=["How long do refunds take?", "Where do parcels ship from?"],
+        timeout_s=300,
+    )
+    assert report["problems"] == []
+    quiet, busy = report["without_ingestion"], report["during_ingestion"]
+    assert quiet["searches"] == quiet["answered"] == 6 and quiet["errors"] == quiet["empty"] == 0
+    assert busy["searches"] == busy["answered"] > 0 and busy["errors"] == busy["empty"] == 0
+    assert busy["p95_s"] >= busy["p50_s"] > 0 and report["p95_ratio"] > 0
+    ingestion = report["ingestion"]
+    assert ingestion["exit_code"] == 0 and ingestion["files_seen"] == ingestion["documents_added"] == 6
+    assert ingestion["chunks_written"] >= 6 and ingestion["chunks_per_second"] > 0
+    names = {c["name"] for c in kb.collections()}  # both collections are dropped afterwards
+    assert not any(n.startswith(("load-search-", "load-ingest-")) for n in names)
