@@ -26,9 +26,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,9 @@ from typing import Any
 from pydantic import AliasChoices, SecretStr
 
 from agent.config import Settings
+from evals.chat_server import scripted_chat
 from evals.scripted_agent import ScriptedModel
-from evals.scripted_server import ScriptedOpenAI, last_user
+from evals.scripted_server import last_user
 
 POOL_FIGURES = ("pool_max", "requests_num", "requests_queued", "requests_wait_ms", "requests_errors")
 MAX_SESSIONS = 200
@@ -74,31 +74,6 @@ def _latency_figures(latencies: Sequence[float]) -> dict[str, float | None]:
     return {"p50_s": round(statistics.median(latencies), 4), "p95_s": round(quantiles[18], 4)}
 
 
-@contextmanager
-def _chat_server(
-    settings: Settings, kb: Any, model: ScriptedModel, latency_s: float, login: bool = False
-) -> Iterator[str]:
-    """The real chat app on a loopback port, its agent on a scripted model; yields its URL."""
-    import openai
-
-    from agent.chat_app import ChatServices, build_app, launch
-    from agent.turn import Agent, open_checkpointer
-    from knowledge.pgembed import free_port
-
-    with ScriptedOpenAI(chat=model, delay_s=latency_s) as server:
-        client = openai.OpenAI(api_key="load", base_url=server.base_url, max_retries=2, timeout=120)
-        with open_checkpointer(kb.db.url) as checkpointer:
-            agent = Agent(settings, kb, client, "scripted", checkpointer)
-            services = ChatServices(agent, "scripted", login=login)
-            app = build_app(services)
-            port = free_port()
-            launch(app, host="127.0.0.1", port=port, services=services, block=False)
-            try:
-                yield f"http://127.0.0.1:{port}/"
-            finally:
-                app.close()
-
-
 def run_load(
     settings: Settings,
     *,
@@ -126,7 +101,8 @@ def run_load(
         docs.write_text("\n".join(json.dumps(d) for d in DOCS))
         kb.ingest([docs], collection, progress=False)
         tokens = _load_users(kb, run_key, sessions) if users else {}
-        with _chat_server(settings, kb, _echoing_model(), latency_s, login=users) as url:
+        with scripted_chat(settings, kb, _echoing_model(), login=users, delay_s=latency_s, max_retries=2) as served:
+            url = served.url
             threads = {i: f"load-{run_key}-{i}" for i in range(sessions)}
             latencies: list[float] = []
             failures: list[str] = []
@@ -305,7 +281,8 @@ def run_search_under_ingestion(
             corpus.write_text("\n".join(json.dumps(d, ensure_ascii=False) for d in documents), encoding="utf-8")
             kb.ingest([corpus], searched, progress=False)
             folder = (folder or write_cisi_folder(Path(scratch) / "cisi")).expanduser().absolute()
-            with _chat_server(settings, kb, ScriptedModel(), 0.0) as url:
+            with scripted_chat(settings, kb, ScriptedModel()) as served:
+                url = served.url
                 plan = _Plan(searched, queries, searchers, searches, rate)
                 quiet, busy, ingestion = _measure(url, settings, plan, folder, ingested, timeout_s)
         finally:

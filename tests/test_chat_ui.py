@@ -11,17 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 
 from agent.chat_app import ChatHandlers, ChatServices, build_app, launch
 from agent.chat_view import TurnView, turn_id_of
 from agent.config import Settings
-from agent.turn import Agent, open_checkpointer
+from agent.turn import Agent
 from agent.turn_log import get_turn
 from evals.browser import CHROMIUM, CHROMIUM_FLAGS
+from evals.chat_server import scripted_chat
 from evals.scripted_agent import ScriptedModel
-from evals.scripted_server import Fail, ScriptedOpenAI
+from evals.scripted_server import Fail
 from knowledge.base import KnowledgeBase
 from knowledge.db import Database
 from knowledge.pgembed import free_port
@@ -48,25 +48,9 @@ def chat(embedded_db: Database, embedder, tmp_path_factory: pytest.TempPathFacto
     kb = KnowledgeBase(embedded_db, embedder)
     kb.ingest([docs], collection, progress=False)
     model = ScriptedModel()
-    with ScriptedOpenAI(chat=model, token_delay_s=0.05) as server:
-        settings = Settings(
-            openai_base_url=server.base_url,
-            chat_model="scripted",
-            llm_max_retries=0,
-            collection=collection,
-            data_dir=embedded_db.embedded.root,
-        )
-        client = openai.OpenAI(api_key="k", base_url=server.base_url, max_retries=0, timeout=20)
-        with open_checkpointer(embedded_db.url) as checkpointer:
-            agent = Agent(settings, kb, client, "scripted", checkpointer)
-            services = ChatServices(agent, "scripted")
-            app = build_app(services)
-            port = free_port()
-            launch(app, host="127.0.0.1", port=port, services=services, block=False)
-            try:
-                yield Chat(f"http://127.0.0.1:{port}/", agent, model, collection)
-            finally:
-                app.close()
+    settings = Settings(llm_max_retries=0, collection=collection, data_dir=embedded_db.embedded.root)
+    with scripted_chat(settings, kb, model, token_delay_s=0.05) as served:
+        yield Chat(served.url, served.agent, model, collection)
 
 
 @pytest.fixture

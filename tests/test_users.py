@@ -13,14 +13,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
-import openai
 import pytest
 from typer.testing import CliRunner
 
 from agent.access import AccessError, prepare_write, readable_collections, set_visibility
-from agent.chat_app import ChatHandlers, ChatServices, build_app, launch
+from agent.chat_app import ChatHandlers
 from agent.config import Settings
-from agent.turn import Agent, TurnRequest, open_checkpointer
+from agent.turn import Agent, TurnRequest
 from agent.users import (
     UserError,
     add_user,
@@ -31,12 +30,11 @@ from agent.users import (
     user_for_token,
     verify_login,
 )
+from evals.chat_server import scripted_chat
 from evals.scripted_agent import ScriptedModel
-from evals.scripted_server import ScriptedOpenAI
 from evals.turn_exports import list_turns
 from knowledge.base import KnowledgeBase
 from knowledge.db import Database
-from knowledge.pgembed import free_port
 
 DOCS = [
     {"id": "refunds", "title": "Refunds", "text": "Refunds are paid within 14 days after the returned parcel arrives."},
@@ -69,28 +67,14 @@ def server(embedded_db: Database, embedder, tmp_path_factory: pytest.TempPathFac
         for name in (f"ann-{tag}", f"bob-{tag}"):
             user = add_user(conn, name, PASSWORD)
             users[name] = {"user": user, "token": create_token(conn, name, "test")[1]}
-    with ScriptedOpenAI(chat=ScriptedModel()) as model_server:
-        settings = Settings(
-            openai_base_url=model_server.base_url,
-            chat_model="scripted",
-            llm_max_retries=0,
-            collection=collection,
-            data_dir=embedded_db.embedded.root,
-        )
-        client = openai.OpenAI(api_key="k", base_url=model_server.base_url, max_retries=0, timeout=20)
-        with open_checkpointer(embedded_db.url) as checkpointer:
-            agent = Agent(settings, kb, client, "scripted", checkpointer)
-            services = ChatServices(agent, "scripted", login=True)
-            app = build_app(services)
-            port = free_port()
-            launch(app, host="127.0.0.1", port=port, services=services, block=False)
-            try:
-                yield Server(f"http://127.0.0.1:{port}/", agent, ChatHandlers(services), users, collection)
-            finally:
-                app.close()
-                with embedded_db.connection() as conn:
-                    for name in users:
-                        remove_user(conn, name)
+    settings = Settings(llm_max_retries=0, collection=collection, data_dir=embedded_db.embedded.root)
+    with scripted_chat(settings, kb, ScriptedModel(), login=True) as served:
+        try:
+            yield Server(served.url, served.agent, ChatHandlers(served.services), users, collection)
+        finally:
+            with embedded_db.connection() as conn:
+                for name in users:
+                    remove_user(conn, name)
 
 
 def names(server: Server) -> tuple[str, str]:
