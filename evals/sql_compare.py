@@ -21,6 +21,7 @@ from sqlglot.errors import SqlglotError
 # Digits kept for non-integral numbers: defog compares after rounding; 3 places absorbs float-vs-numeric
 # noise (0.33333 vs 0.3333333) while still separating genuinely different ratios.
 ROUND_DIGITS = 3
+MAX_ASSIGNMENTS = 10_000  # column assignments tried in a subset match: a bound on wide, repetitive results
 
 _GROUP_BY_SLOT = re.compile(r"GROUP\s+BY\s+\{\}", re.IGNORECASE)
 
@@ -123,17 +124,18 @@ def results_match(
     if not gold:  # defog: an empty gold result never subset-matches
         return False
     gen_cols = [Counter(row[j] for row in gen) for j in range(n_gen)]
-    free, chosen = list(range(n_gen)), []
+    candidates = []
     for i in range(n_gold):
-        # greedy first fit, as defog: the first unused generated column holding the same multiset of values
         want = Counter(row[i] for row in gold)
-        j = next((j for j in free if gen_cols[j] == want), None)
-        if j is None:
-            return False
-        free.remove(j)
-        chosen.append(j)
-    projected = list(dict.fromkeys(tuple(row[j] for j in chosen) for row in gen))  # dedupe after projecting
-    return _rows_equal(gold, projected, ordered)
+        candidates.append([j for j in range(n_gen) if gen_cols[j] == want])
+    # Defog takes the first unused column with the same multiset of values (greedy), which misses a
+    # match when two columns hold the same values in different rows; every distinct assignment is tried.
+    assignments = (c for c in itertools.product(*candidates) if len(set(c)) == n_gold)
+    for chosen in itertools.islice(assignments, MAX_ASSIGNMENTS):
+        projected = list(dict.fromkeys(tuple(row[j] for j in chosen) for row in gen))  # dedupe after projecting
+        if _rows_equal(gold, projected, ordered):
+            return True
+    return False
 
 
 def _orders(sql: str) -> bool:
