@@ -36,6 +36,7 @@ from pydantic import AliasChoices, SecretStr
 
 from agent.config import Settings
 from evals.chat_server import scripted_chat
+from evals.finetune_data import write_jsonl
 from evals.scripted_agent import ScriptedModel
 from evals.scripted_server import last_user
 
@@ -98,7 +99,7 @@ def run_load(
     settings = settings.model_copy(update={"collection": collection, "ui_concurrency": sessions})
     with open_knowledge_base(settings) as kb, tempfile.TemporaryDirectory() as folder:
         docs = Path(folder) / "docs.jsonl"
-        docs.write_text("\n".join(json.dumps(d) for d in DOCS))
+        write_jsonl(docs, DOCS)
         kb.ingest([docs], collection, progress=False)
         tokens = _load_users(kb, run_key, sessions) if users else {}
         with scripted_chat(settings, kb, _echoing_model(), login=users, delay_s=latency_s, max_retries=2) as served:

@@ -15,6 +15,7 @@ import pytest
 
 from agent.config import Settings
 from agent.turn import Agent, QuestionError, TurnRequest, open_checkpointer
+from evals.finetune_data import write_jsonl
 from evals.scripted_agent import ScriptedModel
 from evals.scripted_server import Fail, ScriptedOpenAI
 from knowledge.base import KnowledgeBase
@@ -35,7 +36,7 @@ INJECTION = {
 @pytest.fixture
 def corpus(kb: KnowledgeBase, collection: str, tmp_path: Path) -> str:
     path = tmp_path / "docs.jsonl"
-    path.write_text("\n".join(json.dumps(d) for d in DOCS))
+    write_jsonl(path, DOCS)
     kb.ingest([path], collection, progress=False)
     return collection
 
@@ -299,7 +300,7 @@ def test_injected_instructions_do_not_change_the_tools(
 ) -> None:
     question = "What is the refunds policy?"
     clean = tmp_path / "clean.jsonl"
-    clean.write_text("\n".join(json.dumps(d) for d in DOCS))
+    write_jsonl(clean, DOCS)
     kb.ingest([clean], collection, progress=False)
     for agent in make_agent(kb, server):
         _, before = ask(agent, question, collection)

@@ -20,6 +20,7 @@ from agent.turn import Agent
 from agent.turn_log import get_turn
 from evals.browser import CHROMIUM, CHROMIUM_FLAGS
 from evals.chat_server import scripted_chat
+from evals.finetune_data import write_jsonl
 from evals.scripted_agent import ScriptedModel
 from evals.scripted_server import Fail
 from knowledge.base import KnowledgeBase
@@ -44,7 +45,7 @@ class Chat:
 def chat(embedded_db: Database, embedder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chat]:
     collection = f"ui-{time.time_ns()}"
     docs = tmp_path_factory.mktemp("ui") / "docs.jsonl"
-    docs.write_text("\n".join(json.dumps(d) for d in DOCS))
+    write_jsonl(docs, DOCS)
     kb = KnowledgeBase(embedded_db, embedder)
     kb.ingest([docs], collection, progress=False)
     model = ScriptedModel()

@@ -9,7 +9,6 @@ its database writes.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -28,6 +27,7 @@ from agent.config import Settings
 from agent.context import SWITCHES
 from agent.turn import Agent, TurnRequest, open_checkpointer
 from agent.turn_log import get_turn, thread_turns
+from evals.finetune_data import write_jsonl
 from evals.scripted_agent import ScriptedModel, step_of
 from evals.scripted_server import ScriptedOpenAI
 from knowledge.base import KnowledgeBase
@@ -86,7 +86,7 @@ def folder() -> Iterator[Path]:
 
 def make_rig(db: Database, embedder: Any, folder: Path) -> Iterator[Rig]:
     docs = folder / f"docs-{time.time_ns()}.jsonl"
-    docs.write_text("\n".join(json.dumps(d) for d in DOCS))
+    write_jsonl(docs, DOCS)
     kb = KnowledgeBase(db, embedder, chunking=ChunkingConfig(chunk_tokens=64, overlap=8))
     collection = f"faults-{time.time_ns()}"
     kb.ingest([docs], collection, progress=False)

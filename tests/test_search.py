@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from evals.finetune_data import write_jsonl
 from knowledge.base import KnowledgeBase
 from knowledge.search import (
     SearchConfig,
@@ -188,7 +189,7 @@ def test_bm25_prefers_rare_terms(any_kb: KnowledgeBase, collection: str, tmp_pat
     path = tmp_path / "idf.jsonl"
     docs = [{"id": f"common-{i}", "text": f"report report report number {i}"} for i in range(8)]
     docs.append({"id": "rare", "text": "report mentioning the aardvark once"})
-    path.write_text("\n".join(json.dumps(d) for d in docs))
+    write_jsonl(path, docs)
     any_kb.ingest([path], collection, progress=False)
     hits = any_kb.search("report aardvark", collection, k=3, mode="keyword")
     assert hits[0].doc_id == "rare"

@@ -3,7 +3,6 @@ the model calls but reaches no log line, no turn in the log, no export and no pa
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -17,6 +16,7 @@ from agent.chat_app import ChatServices, build_app, launch
 from agent.config import Settings
 from agent.runtime import open_agent
 from agent.turn import TurnRequest
+from evals.finetune_data import write_jsonl
 from evals.scripted_agent import ScriptedModel
 from evals.scripted_server import ScriptedOpenAI
 from knowledge.db import Database
@@ -31,7 +31,7 @@ def test_a_planted_key_is_used_but_never_shown(
 ) -> None:
     collection = f"secrets-{os.getpid()}"
     docs = tmp_path / "docs.jsonl"
-    docs.write_text("\n".join(json.dumps(d) for d in DOCS))
+    write_jsonl(docs, DOCS)
     with ScriptedOpenAI(chat=ScriptedModel()) as server:
         # .env is one of the two places a key may come from
         (tmp_path / ".env").write_text(f"OPENAI_API_KEY={PLANTED}\n")

@@ -18,7 +18,7 @@ from agent.config import Settings
 from agent.redact import redact
 from agent.turn import Agent, TurnRequest, open_checkpointer
 from agent.turn_log import add_feedback
-from evals.finetune_data import check_example
+from evals.finetune_data import check_example, write_jsonl
 from evals.scripted_agent import ScriptedModel
 from evals.scripted_server import ScriptedOpenAI
 from evals.turn_exports import distilled_examples, evalset_records, finetune_examples, parse_age
@@ -34,7 +34,7 @@ SECRET = "sk-live0123456789abcdefghijklmnop"
 @pytest.fixture
 def corpus(kb: KnowledgeBase, collection: str, tmp_path: Path) -> str:
     path = tmp_path / "docs.jsonl"
-    path.write_text("\n".join(json.dumps(d) for d in DOCS))
+    write_jsonl(path, DOCS)
     kb.ingest([path], collection, progress=False)
     return collection
 

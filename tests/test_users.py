@@ -31,6 +31,7 @@ from agent.users import (
     verify_login,
 )
 from evals.chat_server import scripted_chat
+from evals.finetune_data import write_jsonl
 from evals.scripted_agent import ScriptedModel
 from evals.turn_exports import list_turns
 from knowledge.base import KnowledgeBase
@@ -59,7 +60,7 @@ def server(embedded_db: Database, embedder, tmp_path_factory: pytest.TempPathFac
     tag = uuid.uuid4().hex[:6]
     collection = f"users-{tag}"
     docs = tmp_path_factory.mktemp("users") / "docs.jsonl"
-    docs.write_text("\n".join(json.dumps(d) for d in DOCS))
+    write_jsonl(docs, DOCS)
     kb = KnowledgeBase(embedded_db, embedder)
     kb.ingest([docs], collection, progress=False)
     users: dict[str, Any] = {}
