@@ -25,6 +25,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MCP_PREFIX = "/gradio_api/mcp"
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value; None for any other value."""
+    scheme, _, token = authorization.partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
 class BearerTokens:
     """ASGI middleware: ``resolve(token)`` gives the user name of a valid token, or None."""
 
@@ -39,10 +45,9 @@ class BearerTokens:
             await self.app(scope, receive, send)
             return
         headers: list[tuple[bytes, bytes]] = list(scope.get("headers") or [])
-        authorization = next((v for k, v in headers if k == b"authorization"), b"").decode("latin-1")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            user = await to_thread.run_sync(self.resolve, token.strip())
+        token = bearer_token(next((v for k, v in headers if k == b"authorization"), b"").decode("latin-1"))
+        if token is not None:
+            user = await to_thread.run_sync(self.resolve, token)
             if user is None:
                 await _refuse(scope, send, "invalid or revoked token")
                 return

@@ -25,7 +25,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from agent.access import AccessError, check_read, check_thread, check_turn, prepare_write, readable_collections
-from agent.api_auth import BearerTokens
+from agent.api_auth import BearerTokens, bearer_token
 from agent.chat_view import TurnView, citation_messages, turn_id_of
 from agent.cli_common import user_errors
 from agent.context import SWITCHES
@@ -110,8 +110,8 @@ class ChatHandlers:
     @staticmethod
     def _token_user(conn: Any, request: gr.Request | None) -> User:
         headers = getattr(request, "headers", None) or {}
-        scheme, _, token = str(headers.get("authorization", "")).partition(" ")
-        found = user_for_token(conn, token.strip()) if scheme.lower() == "bearer" else None
+        token = bearer_token(str(headers.get("authorization", "")))
+        found = user_for_token(conn, token) if token is not None else None
         if found is None:
             raise AccessError("log in first, or send a valid bearer token")
         return found
