@@ -154,7 +154,7 @@ def fanoutqa_set() -> EvalSet:
 
 def sqleval_set() -> EvalSet:
     """defog's sql-eval questions; the reference answer is the gold SQL, the label the category."""
-    from evals.sql_eval import read_questions
+    from evals.sql.harness import read_questions
 
     questions = read_questions(shared_data_dir() / "sql-eval" / "questions_postgres.csv")
     examples = [

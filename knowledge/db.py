@@ -96,13 +96,21 @@ class Migration:
     sql: str
 
 
+# Each layer owns its tables: the knowledge base here, the turn log and users in agent.records, eval
+# runs in evals.ladder. Every process applies the whole schema, so the owners are named here, as
+# package names (not imports: this layer uses nothing above it). Versions are global across them.
+MIGRATION_PACKAGES = ("knowledge", "agent.records", "evals.ladder")
+
+
 def load_migrations() -> list[Migration]:
-    """The SQL files in knowledge/migrations, in version order."""
+    """The SQL files of every migration package, in version order (versions are global)."""
     found: list[Migration] = []
-    for entry in resources.files("knowledge").joinpath("migrations").iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
+    for package in MIGRATION_PACKAGES:
+        folder = resources.files(package).joinpath("migrations")
+        for entry in folder.iterdir() if folder.is_dir() else []:
+            match = _MIGRATION_NAME.match(entry.name)
+            if match:
+                found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):

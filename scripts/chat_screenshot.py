@@ -15,7 +15,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from evals.browser import CHROMIUM, CHROMIUM_FLAGS
+from agent.chat.browser import CHROMIUM, CHROMIUM_FLAGS
 from knowledge.pgembed import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

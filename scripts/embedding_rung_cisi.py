@@ -15,11 +15,11 @@ from pathlib import Path
 
 from psycopg.types.json import Jsonb
 
-from agent.config import get_settings
-from agent.runtime import open_knowledge_base
-from agent.turn_log import add_feedback
+from agent.core.assemble import open_knowledge_base
+from agent.core.config import get_settings
+from agent.records.turns import add_feedback
 from evals.datasets import load_cisi
-from evals.embedding_rung import run_embedding_rung
+from evals.ladder.embedding_rung import run_embedding_rung
 from knowledge.store import drop_collection
 
 COLLECTION = "cisi-ft-bench"

@@ -13,11 +13,11 @@ from typing import Any
 import openai
 import pytest
 
-from agent.config import Settings
-from agent.turn import Agent, QuestionError, TurnRequest, open_checkpointer
-from evals.finetune_data import write_jsonl
-from evals.scripted_agent import ScriptedModel
-from evals.scripted_server import Fail, ScriptedOpenAI
+from agent.core.config import Settings
+from agent.core.turn import Agent, QuestionError, TurnRequest, open_checkpointer
+from evals.doubles.scripted_agent import ScriptedModel
+from evals.doubles.scripted_model import Fail, ScriptedOpenAI
+from evals.finetune.data import write_jsonl
 from knowledge.base import KnowledgeBase
 
 DOCS = [
@@ -137,7 +137,7 @@ def test_decompose_switch(agent: Agent, corpus: str, model: ScriptedModel) -> No
 
 
 def test_decomposition_rules() -> None:
-    from agent.steps.decompose import rule_split
+    from agent.core.steps.decompose import rule_split
 
     assert rule_split("What is X about? Who made the report?") == ["What is X about?", "Who made the report?"]
     assert rule_split("What year was the tower finished, and how tall is it?") is None  # "it" needs the model
@@ -148,7 +148,7 @@ def test_without_retrieval_the_model_answers_alone(agent: Agent, corpus: str, mo
     result, events = ask(agent, "How long do refunds take?", corpus, switches={"retrieval": False})
     assert not [e for e in events if e["type"] == "tool"]
     assert result["answer"] == "An answer from the model alone." and result["citations"] == []
-    from agent import prompts
+    from agent.core import prompts
 
     assert len(model.bodies["baseline"][-1]["messages"]) == 4  # few-shot is on: one example exchange
     assert model.bodies["baseline"][-1]["messages"][1]["content"] == prompts.BASELINE_EXAMPLE[0]
@@ -328,7 +328,7 @@ def test_threads_survive_a_restart(kb: KnowledgeBase, corpus: str, server, model
         first, _ = ask(agent, "How long do refunds take?", corpus)
     for agent in make_agent(kb, server):  # a new process would build exactly this
         ask(agent, "thanks a lot!", corpus, thread_id=first["thread_id"])
-        history = agent.graph.get_state({"configurable": {"thread_id": first["thread_id"]}}).values["history"]
+        history = agent.core.graph.get_state({"configurable": {"thread_id": first["thread_id"]}}).values["history"]
     sent = model.bodies["smalltalk"][-1]["messages"]
     assert [m["content"] for m in sent[1:3]] == ["How long do refunds take?", first["answer"]]
     assert [h["role"] for h in history] == ["user", "assistant", "user", "assistant"]
@@ -387,7 +387,7 @@ def test_ask_cli_json(embedded_db, kb: KnowledgeBase, corpus: str, server, model
 @pytest.mark.slow
 def test_the_embedded_model_answers_through_the_graph(kb: KnowledgeBase, corpus: str) -> None:
     """Smoke test: the real 0.5B model behind the real server, the whole graph, offline."""
-    from agent.llm import open_chat_endpoint
+    from agent.models.endpoint import open_chat_endpoint
 
     settings = Settings(
         local_model="qwen2.5-coder-0.5b-instruct",
@@ -420,7 +420,7 @@ def test_the_embedded_model_answers_through_the_graph(kb: KnowledgeBase, corpus:
     ],
 )
 def test_routing_by_labelled_examples(embedder, question: str, route: str) -> None:
-    from agent.steps.classify import route_for
+    from agent.core.steps.classify import route_for
 
     assert route_for(question, embedder) == route
 
@@ -486,7 +486,7 @@ CHINOOK_TABLES = ["Album", "Artist", "Customer", "Employee", "Genre", "Invoice",
     ],
 )
 def test_routing_to_the_database(embedder, question: str, route: str) -> None:
-    from agent.steps.classify import route_for
+    from agent.core.steps.classify import route_for
 
     assert route_for(question, embedder, CHINOOK_TABLES) == route
     assert route_for(question, embedder) != "data"  # no database picked, no SQL
@@ -496,7 +496,7 @@ def test_routing_to_the_database(embedder, question: str, route: str) -> None:
 def chinook_source(kb: KnowledgeBase, shared_data: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     import shutil
 
-    from tools.sources import add_source, remove_source
+    from tools.sql.sources import add_source, remove_source
 
     copy = tmp_path / "chinook.sqlite"
     shutil.copy(shared_data / "chinook" / "Chinook_Sqlite.sqlite", copy)
@@ -517,7 +517,7 @@ TOP_SQL = (
 def test_a_data_question_is_answered_with_the_table_and_the_sql(
     agent: Agent, corpus: str, model: ScriptedModel, chinook_source: tuple[str, Path], embedder
 ) -> None:
-    from tools.sql_examples import add_examples
+    from tools.sql.examples import add_examples
 
     name, _ = chinook_source
     with agent.kb.db.connection() as conn:
@@ -568,7 +568,7 @@ def test_a_data_question_never_writes(
 
 
 def test_every_turn_is_logged_and_takes_feedback(agent: Agent, corpus: str, model: ScriptedModel) -> None:
-    from agent.turn_log import FeedbackError, add_feedback, get_turn
+    from agent.records.turns import FeedbackError, add_feedback, get_turn
 
     result, _ = ask(agent, "How long do refunds take?", corpus, face="cli")
     with agent.kb.db.connection() as conn:
@@ -598,8 +598,8 @@ def test_every_turn_is_logged_and_takes_feedback(agent: Agent, corpus: str, mode
 def test_a_stream_cut_mid_answer_is_an_error_not_a_short_answer(
     agent: Agent, corpus: str, model: ScriptedModel
 ) -> None:
-    from agent.turn_log import get_turn
-    from evals.scripted_server import CUT
+    from agent.records.turns import get_turn
+    from evals.doubles.scripted_model import CUT
 
     model.steps["draft"] = lambda body: "Refunds take fourteen" + CUT + " days [1]."
     result, events = ask(agent, "How long do refunds take?", corpus)

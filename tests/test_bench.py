@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from evals.bench import _synthetic_vectors, bench_hnsw
+from evals.bench.retrieval import _synthetic_vectors, bench_hnsw
 from evals.datasets import load_cisi, load_pubmedqa
 from knowledge.base import KnowledgeBase
 
 
 def test_hnsw_is_used_and_close_to_exact(kb: KnowledgeBase) -> None:
-    from agent.config import Settings
+    from agent.core.config import Settings
 
     rng = np.random.default_rng(0)
     base = rng.normal(size=(200, 384)).astype(np.float32)
@@ -40,7 +40,7 @@ def test_shared_datasets_parse(shared_data) -> None:
 def test_chart_is_drawn_from_figures(tmp_path) -> None:
     import pytest
 
-    from evals.bench import write_chart
+    from evals.bench.retrieval import write_chart
 
     scores = {m: {"ndcg@10": v} for m, v in [("bm25 (bm25s)", 0.38), ("ladder hybrid", 0.45)]}
     path = write_chart({"cisi": {"queries": 76, "scores": scores}}, tmp_path / "c.png")

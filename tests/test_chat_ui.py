@@ -13,16 +13,16 @@ from typing import Any
 
 import pytest
 
-from agent.chat_app import ChatHandlers, ChatServices, build_app, launch
-from agent.chat_view import TurnView, turn_id_of
-from agent.config import Settings
-from agent.turn import Agent
-from agent.turn_log import get_turn
-from evals.browser import CHROMIUM, CHROMIUM_FLAGS
-from evals.chat_server import scripted_chat
-from evals.finetune_data import write_jsonl
-from evals.scripted_agent import ScriptedModel
-from evals.scripted_server import Fail
+from agent.chat.app import ChatHandlers, ChatServices, build_app, launch
+from agent.chat.browser import CHROMIUM, CHROMIUM_FLAGS
+from agent.chat.scripted import scripted_chat
+from agent.chat.view import TurnView, turn_id_of
+from agent.core.config import Settings
+from agent.core.turn import Agent
+from agent.records.turns import get_turn
+from evals.doubles.scripted_agent import ScriptedModel
+from evals.doubles.scripted_model import Fail
+from evals.finetune.data import write_jsonl
 from knowledge.base import KnowledgeBase
 from knowledge.db import Database
 from knowledge.pgembed import free_port

@@ -21,15 +21,15 @@ import openai
 import psycopg
 import pytest
 
-from agent.chat_app import NO_DATABASE, ChatHandlers, ChatServices
-from agent.chat_view import ANSWER_ID_PREFIX
-from agent.config import Settings
-from agent.context import SWITCHES
-from agent.turn import Agent, TurnRequest, open_checkpointer
-from agent.turn_log import get_turn, thread_turns
-from evals.finetune_data import write_jsonl
-from evals.scripted_agent import ScriptedModel, step_of
-from evals.scripted_server import ScriptedOpenAI
+from agent.chat.app import NO_DATABASE, ChatHandlers, ChatServices
+from agent.chat.view import ANSWER_ID_PREFIX
+from agent.core.config import Settings
+from agent.core.context import SWITCHES
+from agent.core.turn import Agent, TurnRequest, open_checkpointer
+from agent.records.turns import get_turn, thread_turns
+from evals.doubles.scripted_agent import ScriptedModel, step_of
+from evals.doubles.scripted_model import ScriptedOpenAI
+from evals.finetune.data import write_jsonl
 from knowledge.base import KnowledgeBase
 from knowledge.chunking import ChunkingConfig
 from knowledge.db import Database, DatabaseConfig, DatabaseUnavailable

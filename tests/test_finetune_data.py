@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from evals import finetune_data as fd
+from evals.finetune import data as fd
 from knowledge.tokens import get_encoding
 
 

@@ -27,10 +27,10 @@ from hypothesis import strategies as st
 from pydantic import AliasChoices, SecretStr
 from typer.testing import CliRunner, Result
 
-from agent.cli import app
-from agent.cli_common import load_settings, run
-from agent.config import Settings, get_settings
-from tools.sql_loader import with_database
+from agent.cli.app import app
+from agent.cli.common import load_settings, run
+from agent.core.config import Settings, get_settings
+from tools.sql.loader import with_database
 
 FUZZ = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "50")),  # FUZZ_EXAMPLES=1000 for a deeper search

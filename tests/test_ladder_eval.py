@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Settings
+from agent.core.config import Settings
+from evals.doubles.scripted_agent import ScriptedModel
+from evals.doubles.scripted_model import ScriptedOpenAI
 from evals.eval_sets import EvalExample, EvalSet, EvalSetError, cisi_set, pubmedqa_set, read_jsonl, write_jsonl
-from evals.ladder_report import compare, diff, headline, load_results, summarize, write_chart, write_html
-from evals.ladder_run import LadderError, climb, run_ladder, score
-from evals.scripted_agent import ScriptedModel
-from evals.scripted_server import ScriptedOpenAI
+from evals.ladder.report import compare, diff, headline, load_results, summarize, write_chart, write_html
+from evals.ladder.run import LadderError, climb, run_ladder, score
 from knowledge.base import KnowledgeBase
 
 DOCS = [
@@ -187,7 +187,7 @@ def test_the_ladder_is_climbed_stored_resumed_and_reported(
 
 
 def test_chunk_sweep(kb: KnowledgeBase) -> None:
-    from evals.chunk_sweep import sweep_chunks
+    from evals.ladder.chunk_sweep import sweep_chunks
 
     long_docs = [{"id": d["id"], "title": d["title"], "text": (d["text"] + " ") * 40} for d in DOCS]
     evalset = EvalSet(f"sweep{os.getpid()}", EXAMPLES, long_docs)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from agent.config import Settings
-from agent.llm import ModelConfigError, local_threads, open_chat_endpoint, remote_model_name
-from agent.local_model import KNOWN_MODELS, LocalModelError, LocalModelServer, ModelWeights, assemble
-from evals.scripted_server import ScriptedOpenAI
+from agent.core.config import Settings
+from agent.models.endpoint import ModelConfigError, local_threads, open_chat_endpoint, remote_model_name
+from agent.models.local_server import KNOWN_MODELS, LocalModelError, LocalModelServer, ModelWeights, assemble
+from evals.doubles.scripted_model import ScriptedOpenAI
 
 
 def fake_weights(tmp_path: Path, parts: list[bytes]) -> tuple[ModelWeights, list[Path]]:
@@ -146,7 +146,7 @@ def test_the_embedded_server_dies_with_its_parent(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from agent.local_model import KNOWN_MODELS, LocalModelServer, assemble\n"
+        "from agent.models.local_server import KNOWN_MODELS, LocalModelServer, assemble\n"
         "server = LocalModelServer(assemble(KNOWN_MODELS['qwen2.5-coder-0.5b-instruct']), alias='s', threads=1,"
         " context_tokens=512, log_dir=Path(sys.argv[1]))\n"
         "server.start()\n"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from agent.config import Settings
-from evals.load_test import DOCS, _check_log, run_load, run_search_under_ingestion
+from agent.core.config import Settings
+from evals.bench.load import DOCS, _check_log, run_load, run_search_under_ingestion
 from knowledge.base import KnowledgeBase
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evals.scripted_server import DIMENSION, ScriptedOpenAI, bag_of_words_vector
+from evals.doubles.scripted_model import DIMENSION, ScriptedOpenAI, bag_of_words_vector
 from knowledge.base import KnowledgeBase
 from knowledge.chunking import ChunkingConfig
 from knowledge.embeddings import EmbeddingConfig, EmbeddingError, OpenAIEmbedder, load_embedder

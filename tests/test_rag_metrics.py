@@ -1,4 +1,4 @@
-"""RAG metrics (evals.rag_metrics), each checked against a value worked out by hand.
+"""RAG metrics (evals.ladder.rag_metrics), each checked against a value worked out by hand.
 
 The judge and the embedder are tiny fakes: no model, no network.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pydantic import BaseModel
 
-from evals import rag_metrics as rm
+from evals.ladder import rag_metrics as rm
 
 
 class ScriptedJudge:

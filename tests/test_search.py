@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evals.finetune_data import write_jsonl
+from evals.finetune.data import write_jsonl
 from knowledge.base import KnowledgeBase
 from knowledge.search import (
     SearchConfig,

@@ -12,13 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.chat_app import ChatServices, build_app, launch
-from agent.config import Settings
-from agent.runtime import open_agent
-from agent.turn import TurnRequest
-from evals.finetune_data import write_jsonl
-from evals.scripted_agent import ScriptedModel
-from evals.scripted_server import ScriptedOpenAI
+from agent.chat.app import ChatServices, build_app, launch
+from agent.core.assemble import open_agent
+from agent.core.config import Settings
+from agent.core.turn import TurnRequest
+from evals.doubles.scripted_agent import ScriptedModel
+from evals.doubles.scripted_model import ScriptedOpenAI
+from evals.finetune.data import write_jsonl
 from knowledge.db import Database
 from knowledge.pgembed import free_port
 

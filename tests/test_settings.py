@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.config import Settings, default_data_dir
+from agent.core.config import Settings, default_data_dir
 
 
 def test_defaults_and_views(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

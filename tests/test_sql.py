@@ -14,9 +14,9 @@ import pytest
 
 from knowledge.db import Database
 from knowledge.pgembed import pg_bin_dir
-from tools.sources import add_source, describe_sources, get_source, remove_source
-from tools.sql import DataSourceError, PostgresSource, SQLiteSource, open_source
-from tools.sql_safety import SQLRefused, check_sql
+from tools.sql.database import DataSourceError, PostgresSource, SQLiteSource, open_source
+from tools.sql.safety import SQLRefused, check_sql
+from tools.sql.sources import add_source, describe_sources, get_source, remove_source
 
 TOP_ARTISTS = [["Iron Maiden", 213], ["U2", 135], ["Led Zeppelin", 114], ["Metallica", 112], ["Deep Purple", 92]]
 
@@ -218,7 +218,7 @@ class _ScriptedSQL:
 
 
 def test_query_database_corrects_itself_from_the_error(chinook_sqlite: Path) -> None:
-    from tools.sql_writer import query_database
+    from tools.sql.writer import query_database
 
     source = open_source("chinook", f"sqlite://{chinook_sqlite}")
     model = _ScriptedSQL("SELECT Nme FROM Artist", TOP_SQL["sqlite"])
@@ -231,7 +231,7 @@ def test_query_database_corrects_itself_from_the_error(chinook_sqlite: Path) -> 
 
 
 def test_query_database_feeds_refusals_back_and_stops(chinook_sqlite: Path) -> None:
-    from tools.sql_writer import query_database
+    from tools.sql.writer import query_database
 
     before = sqlite_checksums(chinook_sqlite)
     source = open_source("chinook", f"sqlite://{chinook_sqlite}")
@@ -244,7 +244,7 @@ def test_query_database_feeds_refusals_back_and_stops(chinook_sqlite: Path) -> N
 
 
 def test_query_database_uses_examples_and_reports_bad_replies(chinook_sqlite: Path) -> None:
-    from tools.sql_writer import query_database
+    from tools.sql.writer import query_database
 
     source = open_source("chinook", f"sqlite://{chinook_sqlite}")
     model = _ScriptedSQL()

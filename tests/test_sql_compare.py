@@ -8,7 +8,7 @@ import sqlglot
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from evals.sql_compare import gold_variants, judge, normalize_value, results_match, wants_order
+from evals.sql.compare import gold_variants, judge, normalize_value, results_match, wants_order
 
 CSV_PATH = Path(__file__).parents[2] / "shared" / "data" / "sql-eval" / "questions_postgres.csv"
 

@@ -11,11 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from evals.sql_eval import read_questions, run_sql_eval
+from evals.sql.harness import read_questions, run_sql_eval
 from knowledge.db import Database
-from tools.sources import get_source
-from tools.sql import DataSourceError, open_source
-from tools.sql_examples import (
+from tools.sql.database import DataSourceError, open_source
+from tools.sql.examples import (
     CHINOOK_EXAMPLES,
     add_examples,
     count_examples,
@@ -24,8 +23,9 @@ from tools.sql_examples import (
     remove_examples,
     similar_examples,
 )
-from tools.sql_loader import filtered_script, load_script, with_database
-from tools.sql_writer import query_database
+from tools.sql.loader import filtered_script, load_script, with_database
+from tools.sql.sources import get_source
+from tools.sql.writer import query_database
 
 TOP_ARTISTS = [["Iron Maiden", 213], ["U2", 135], ["Led Zeppelin", 114], ["Metallica", 112], ["Deep Purple", 92]]
 
@@ -136,7 +136,7 @@ class _Replay:
 
 
 def test_sql_eval_gold_scores_everything_and_wrong_sql_scores_nothing(embedded_db: Database, monkeypatch) -> None:
-    from agent.config import Settings
+    from agent.core.config import Settings
 
     settings = Settings(data_dir=embedded_db.embedded.root)
     gold = run_sql_eval(settings, model="gold", limit=12)
@@ -144,7 +144,7 @@ def test_sql_eval_gold_scores_everything_and_wrong_sql_scores_nothing(embedded_d
     assert accuracy["all"] == 1.0 and len(accuracy) == 7  # all six categories are in a spread of 12
     assert not gold.skipped
 
-    import evals.sql_eval as sql_eval
+    import evals.sql.harness as sql_eval
 
     questions = {
         q.question: q for q in read_questions(sql_eval.shared_data_dir() / "sql-eval" / "questions_postgres.csv")
@@ -217,8 +217,8 @@ def test_query_database_shows_examples_before_the_question(embedded_db: Database
 
 
 def test_registering_a_role_that_could_write_warns(url_db: Database, chinook_reader: str) -> None:
-    from tools.sources import add_source
-    from tools.sql import PostgresSource
+    from tools.sql.database import PostgresSource
+    from tools.sql.sources import add_source
 
     admin = with_database(chinook_reader, "chinook_ro", user=psycopg.conninfo.conninfo_to_dict(url_db.url)["user"])
     assert not PostgresSource("ro", chinook_reader).can_write()
@@ -230,7 +230,7 @@ def test_registering_a_role_that_could_write_warns(url_db: Database, chinook_rea
 
 
 def test_sql_tools_for_callers_that_bring_their_own_model(chinook_reader: str) -> None:
-    from tools.sql_tools import NAMES, SCHEMAS, call_sql_tool
+    from tools.sql.tool import NAMES, SCHEMAS, call_sql_tool
 
     source = open_source("chinook", chinook_reader)
     assert (

@@ -14,14 +14,14 @@ from typing import Any
 import openai
 import pytest
 
-from agent.config import Settings
-from agent.redact import redact
-from agent.turn import Agent, TurnRequest, open_checkpointer
-from agent.turn_log import add_feedback
-from evals.finetune_data import check_example, write_jsonl
-from evals.scripted_agent import ScriptedModel
-from evals.scripted_server import ScriptedOpenAI
-from evals.turn_exports import distilled_examples, evalset_records, finetune_examples, parse_age
+from agent.core.config import Settings
+from agent.core.turn import Agent, TurnRequest, open_checkpointer
+from agent.records.redact import redact
+from agent.records.turns import add_feedback
+from evals.doubles.scripted_agent import ScriptedModel
+from evals.doubles.scripted_model import ScriptedOpenAI
+from evals.finetune.data import check_example, write_jsonl
+from evals.finetune.exports import distilled_examples, evalset_records, finetune_examples, parse_age
 from knowledge.base import KnowledgeBase
 
 DOCS = [
@@ -201,7 +201,7 @@ def test_embeddings_are_fine_tuned_on_approved_turns(kb: KnowledgeBase, collecti
 
     from psycopg.types.json import Jsonb
 
-    from evals.embedding_rung import run_embedding_rung
+    from evals.ladder.embedding_rung import run_embedding_rung
     from knowledge.embeddings import EmbeddingError
 
     facts = [
@@ -240,7 +240,7 @@ def test_embeddings_are_fine_tuned_on_approved_turns(kb: KnowledgeBase, collecti
     assert (Path(report["model_dir"]) / "config.json").is_file()
     assert 0 <= report["mrr@10_before"] <= 1 and 0 <= report["mrr@10_after"] <= 1
     tuned = Settings(data_dir=kb.db.embedded.root, embedding_model=report["model_dir"])
-    from agent.runtime import open_knowledge_base
+    from agent.core.assemble import open_knowledge_base
 
     with open_knowledge_base(tuned) as tuned_kb:
         hits = tuned_kb.search("How fast are refunds?", report["collection"], k=1, mode="dense")

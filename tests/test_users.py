@@ -16,11 +16,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from agent.access import AccessError, prepare_write, readable_collections, set_visibility
-from agent.chat_app import ChatHandlers
-from agent.config import Settings
-from agent.turn import Agent, TurnRequest
-from agent.users import (
+from agent.chat.app import ChatHandlers
+from agent.chat.scripted import scripted_chat
+from agent.core.config import Settings
+from agent.core.turn import Agent, TurnRequest
+from agent.records.access import AccessError, prepare_write, readable_collections, set_visibility
+from agent.records.users import (
     UserError,
     add_user,
     create_token,
@@ -30,10 +31,9 @@ from agent.users import (
     user_for_token,
     verify_login,
 )
-from evals.chat_server import scripted_chat
-from evals.finetune_data import write_jsonl
-from evals.scripted_agent import ScriptedModel
-from evals.turn_exports import list_turns
+from evals.doubles.scripted_agent import ScriptedModel
+from evals.finetune.data import write_jsonl
+from evals.finetune.exports import list_turns
 from knowledge.base import KnowledgeBase
 from knowledge.db import Database
 
@@ -247,7 +247,7 @@ def test_private_collections(server: Server, embedded_db: Database, embedder, tm
 
 
 def test_users_cli(embedded_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.cli import app
+    from agent.cli.app import app
 
     monkeypatch.setenv("DATABASE_URL", embedded_db.url)
     name = f"dave-{uuid.uuid4().hex[:6]}"
@@ -272,7 +272,7 @@ def test_users_cli(embedded_db: Database, monkeypatch: pytest.MonkeyPatch) -> No
 def test_a_public_bind_needs_users() -> None:
     import typer
 
-    from agent.cli import check_bind
+    from agent.cli.app import check_bind
 
     assert check_bind("127.0.0.1", login=False, no_login=False) is None
     assert check_bind("::1", login=False, no_login=False) is None

@@ -1,0 +1,53 @@
+"""The real chat server on a loopback port, its agent on a scripted OpenAI-compatible model: what
+the browser, API, MCP and load checks talk to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import openai
+
+from agent.chat.app import ChatServices, build_app, launch
+from agent.core.config import Settings
+from agent.core.turn import Agent, open_checkpointer
+from evals.doubles.scripted_agent import ScriptedModel
+from evals.doubles.scripted_model import ScriptedOpenAI
+from knowledge.base import KnowledgeBase
+from knowledge.pgembed import free_port
+
+
+@dataclass
+class ScriptedChat:
+    url: str
+    agent: Agent
+    services: ChatServices
+    model_server: ScriptedOpenAI
+
+
+@contextmanager
+def scripted_chat(
+    settings: Settings,
+    kb: KnowledgeBase,
+    model: ScriptedModel,
+    *,
+    login: bool = False,
+    delay_s: float = 0.0,
+    token_delay_s: float = 0.0,
+    max_retries: int = 0,
+) -> Iterator[ScriptedChat]:
+    """Serve the chat for ``kb`` with ``model`` answering (after ``delay_s`` per call); yields where it is."""
+    with ScriptedOpenAI(chat=model, delay_s=delay_s, token_delay_s=token_delay_s) as server:
+        settings = settings.model_copy(update={"openai_base_url": server.base_url, "chat_model": "scripted"})
+        client = openai.OpenAI(api_key="scripted", base_url=server.base_url, max_retries=max_retries, timeout=120)
+        with open_checkpointer(kb.db) as checkpointer:
+            agent = Agent(settings, kb, client, "scripted", checkpointer)
+            services = ChatServices(agent, "scripted", login=login)
+            app = build_app(services)
+            port = free_port()
+            launch(app, host="127.0.0.1", port=port, services=services, block=False)
+            try:
+                yield ScriptedChat(f"http://127.0.0.1:{port}/", agent, services, server)
+            finally:
+                app.close()

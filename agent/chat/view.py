@@ -1,0 +1,176 @@
+"""What the chat shows of a turn: its steps as collapsible messages, the streamed answer, and the
+passages it cites. Plain message dicts in the shape Gradio's Chatbot takes, built fresh on every
+call so that each streamed update is a new object.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from typing import Any
+
+STEP_TITLES = {
+    "decompose": "Split the question",
+    "research": "Research",
+    "query_data": "Query the database",
+    "fact_check": "Fact-check",
+    "revise": "Revise the answer",
+}
+CITED_CHARS = 1500  # of a passage shown under its citation
+ANSWER_ID_PREFIX = "turn:"
+
+
+class TurnView:
+    """Accumulates a turn's events (agent.core.turn.Agent.ask's on_event) into chat messages."""
+
+    def __init__(self) -> None:
+        self.key = uuid.uuid4().hex[:8]  # ids must be unique in the whole chat, not only in the turn
+        self.steps: dict[str, dict[str, Any]] = {}
+        self.order: list[str] = []
+        self.answer = ""
+        self.started = time.perf_counter()
+
+    def _step_id(self, event: dict[str, Any]) -> str:
+        sub = event.get("sub_question")
+        return f"{self.key}:{event['step']}" + (f":{sub}" if sub is not None else "")
+
+    def _add(self, message_id: str, message: dict[str, Any]) -> None:
+        if message_id not in self.steps:
+            self.order.append(message_id)
+        self.steps[message_id] = message
+
+    def add(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "token":
+            self.answer += event["text"]
+        elif kind == "step" and event["step"] in STEP_TITLES:
+            self._step(event)
+        elif kind == "tool":
+            self._tool(event)
+
+    def _step(self, event: dict[str, Any]) -> None:
+        step_id = self._step_id(event)
+        title = STEP_TITLES[event["step"]]
+        if event["step"] == "research" and event.get("question"):
+            title = f"{title}: {event['question']}"
+        previous = self.steps.get(step_id, {})
+        metadata: dict[str, Any] = {"title": title, "id": step_id}
+        content = previous.get("content", "")
+        if event["status"] == "start":
+            metadata["status"] = "pending"
+        else:
+            metadata["status"] = "done"
+            metadata["duration"] = float(event.get("seconds") or 0.0)
+            content = content or _step_summary(event)
+        self._add(step_id, {"role": "assistant", "content": content, "metadata": metadata})
+
+    def _tool(self, event: dict[str, Any]) -> None:
+        parent = f"{self.key}:query_data" if event["name"] == "query_database" else None
+        if parent is None and event.get("sub_question") is not None:
+            parent = f"{self.key}:research:{event['sub_question']}"
+        tool_id = f"{self.key}:tool:{len(self.order)}"
+        arguments = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in event["arguments"].items())
+        metadata: dict[str, Any] = {"title": f"{event['name']}({arguments})", "id": tool_id, "status": "done"}
+        if parent in self.steps:
+            metadata["parent_id"] = parent
+        self._add(tool_id, {"role": "assistant", "content": _tool_result(event["result"]), "metadata": metadata})
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The turn so far: its steps, then the answer as it streams (new objects every call)."""
+        out = [copy.deepcopy(self.steps[i]) for i in self.order]
+        if self.answer:
+            out.append({"role": "assistant", "content": self.answer})
+        return out
+
+    def finish(self, result: dict[str, Any], passages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The finished turn: steps (fact-check verdicts filled in), the final answer and its citations."""
+        for message in self.steps.values():
+            metadata = message["metadata"]
+            if metadata.get("status") == "pending":  # a step cut short by an error
+                metadata["status"] = "done"
+        verdicts = result.get("fact_check") or []
+        fact_check = self.steps.get(f"{self.key}:fact_check")
+        if fact_check is not None and verdicts:
+            fact_check["content"] = "\n".join(
+                f"- {'supported' if v['supported'] else 'NOT supported'}: {v['claim']}" for v in verdicts
+            )
+        out = [copy.deepcopy(self.steps[i]) for i in self.order]
+        text = result.get("answer") or self.answer
+        if result.get("error") and result["error"] not in text:
+            text = f"{text}\n\n**Error:** {result['error']}" if text else f"**Error:** {result['error']}"
+        out.append({"role": "assistant", "content": text, "metadata": {"id": ANSWER_ID_PREFIX + result["turn_id"]}})
+        out += citation_messages(result.get("citations") or [], passages, self.key)
+        return out
+
+
+def citation_messages(
+    citations: list[dict[str, Any]], passages: list[dict[str, Any]], key: str
+) -> list[dict[str, Any]]:
+    """One collapsed message per cited passage: its number and source as the title, the text inside."""
+    by_id = {p["chunk_id"]: p for p in passages}
+    messages = []
+    for position, citation in enumerate(citations, start=1):
+        passage = by_id.get(citation["chunk_id"])
+        if passage is None:
+            continue
+        number = citation.get("number") or position
+        text = passage["text"] if len(passage["text"]) <= CITED_CHARS else passage["text"][:CITED_CHARS] + " …"
+        heading = f"**{passage['heading']}**\n\n" if passage.get("heading") else ""
+        messages.append(
+            {
+                "role": "assistant",
+                "content": f"{heading}{text}\n\n_Source: {passage['source']} (chunk {passage['chunk_id']})_",
+                "metadata": {
+                    "title": f"[{number}] {passage.get('title') or passage['doc_id']}",
+                    "id": f"{key}:cite:{citation['chunk_id']}",
+                    "status": "done",
+                    "log": passage["doc_id"],
+                },
+            }
+        )
+    return messages
+
+
+def turn_id_of(history: list[dict[str, Any]], index: int) -> str | None:
+    """The turn an answer bubble belongs to: the answer message at or after ``index``, before the next question."""
+    for message in history[index:]:
+        if message.get("role") == "user":
+            break
+        found = (message.get("metadata") or {}).get("id")
+        if isinstance(found, str) and found.startswith(ANSWER_ID_PREFIX):
+            return found[len(ANSWER_ID_PREFIX) :]
+    for message in reversed(history[:index]):  # a click on a citation below the answer
+        if message.get("role") == "user":
+            break
+        found = (message.get("metadata") or {}).get("id")
+        if isinstance(found, str) and found.startswith(ANSWER_ID_PREFIX):
+            return found[len(ANSWER_ID_PREFIX) :]
+    return None
+
+
+def _step_summary(event: dict[str, Any]) -> str:
+    if event["step"] == "decompose":
+        subs = event.get("sub_questions") or []
+        return "\n".join(f"- {s}" for s in subs) if len(subs) > 1 else "One question: no split needed."
+    if event["step"] == "research":
+        return f"{len(event.get('passages') or [])} passages kept"
+    if event["step"] == "query_data":
+        return f"{event.get('rows', 0)} rows after {event.get('attempts', 1)} attempt(s)"
+    if event["step"] == "fact_check":
+        if event.get("error"):
+            return f"could not check: {event['error']}"
+        return f"{event.get('claims', 0)} claims, {event.get('unsupported', 0)} unsupported"
+    return ""
+
+
+def _tool_result(result: Any) -> str:
+    if isinstance(result, list):
+        if not result:
+            return "no passages found"
+        return "\n".join(f"- chunk {r['chunk_id']} · {r['doc_id']} (score {r['score']})" for r in result)
+    if result.get("error"):
+        sql = f"\n\n```sql\n{result['sql']}\n```" if result.get("sql") else ""
+        return f"error: {result['error']}{sql}"
+    return f"```sql\n{result.get('sql', '')}\n```\n{len(result.get('rows') or [])} rows"

@@ -1,0 +1,5 @@
+"""``python -m agent.cli``: the ``ladder`` command."""
+
+from agent.cli.app import app
+
+app()

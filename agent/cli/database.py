@@ -1,0 +1,356 @@
+"""The data commands: register and load databases, store SQL examples, ask a database a question.
+
+These functions are wired into the ``ladder`` app by agent/cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from agent.cli.common import err, load_settings, out, output_file, run
+from evals.datasets import shared_data_dir
+
+
+def db_add(
+    name: Annotated[str, typer.Argument(help="A short name for the database.")],
+    url: Annotated[str, typer.Argument(help="postgresql://… or sqlite:///absolute/path.db")],
+) -> None:
+    """Register a database that the SQL tools may read (checked by opening it)."""
+
+    def body() -> None:
+        from knowledge.db import Database, redact_url
+        from tools.sql.sources import add_source
+
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
+            warning = add_source(conn, name, url)
+        out.print(f"added {name}: {redact_url(url)}", highlight=False, markup=False)
+        if warning:
+            err.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
+
+    run(body)
+
+
+def db_sources(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the databases the SQL tools may read (passwords hidden)."""
+
+    def body() -> None:
+        from knowledge.db import Database
+        from tools.sql.sources import describe_sources
+
+        settings = load_settings()
+        with Database(settings.database_config()) as db, db.connection() as conn:
+            rows = describe_sources(conn, settings.data_sources)
+        if as_json:
+            print(json.dumps(rows))
+        else:
+            for row in rows:
+                out.print(f"{row['name']}: {row['url']}", highlight=False, markup=False)
+
+    run(body)
+
+
+def db_remove(name: Annotated[str, typer.Argument()]) -> None:
+    """Forget a registered database (the database itself is untouched)."""
+
+    def body() -> None:
+        from knowledge.db import Database
+        from tools.sql.sources import remove_source
+
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
+            if not remove_source(conn, name):
+                err.print(f"error: no registered data source named {name!r}", style="red", markup=False)
+                raise typer.Exit(1)
+        out.print(f"removed {name}", highlight=False, markup=False)
+
+    run(body)
+
+
+def sql_command(
+    text: Annotated[str, typer.Argument(help="A question in words, or SQL with --raw.")],
+    db: Annotated[str, typer.Option("--db", help="A registered data source.")],
+    raw: Annotated[bool, typer.Option("--raw", help="TEXT is SQL to run as it is (read-only; one SELECT).")] = False,
+    tables: Annotated[bool, typer.Option("--tables", help="List the tables instead.")] = False,
+    attempts: Annotated[int, typer.Option(min=1, max=5, help="Tries, each correcting the last error.")] = 3,
+    fewshot: Annotated[
+        bool | None, typer.Option("--fewshot/--no-fewshot", help="Show the nearest stored examples (default: on).")
+    ] = None,
+    examples: Annotated[int, typer.Option(min=1, max=10, help="How many stored examples to show.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Answer a question from a database (the model writes the SQL), or run read-only SQL with --raw."""
+
+    def body() -> None:
+        from knowledge.db import Database
+        from tools.sql.examples import count_examples, similar_examples
+        from tools.sql.sources import get_source
+        from tools.sql.writer import query_database
+
+        settings = load_settings()
+        shots: list[tuple[str, str]] = []
+        # Ladder's database stays open throughout: a source loaded into the embedded server needs it running.
+        with Database(settings.database_config()) as ladder_db:
+            with ladder_db.connection() as conn:
+                source = get_source(
+                    conn, db, settings.data_sources, timeout_ms=settings.sql_timeout_ms, row_cap=settings.sql_row_cap
+                )
+                use_examples = settings.use_fewshot if fewshot is None else fewshot
+                if use_examples and not (raw or tables) and count_examples(conn, db):
+                    from knowledge.embeddings import load_embedder
+
+                    embedder = load_embedder(settings.embedding_config())
+                    shots = [(e.question, e.sql) for e in similar_examples(conn, embedder, db, text, k=examples)]
+            if tables:
+                names = source.list_tables()
+                print(json.dumps(names) if as_json else "\n".join(names))
+                return
+            if raw:
+                result, error = source.run_sql(text), None
+                payload: dict[str, Any] = result.to_dict()
+            else:
+                from agent.models.calls import ModelCaller
+                from agent.models.endpoint import open_chat_endpoint
+
+                with open_chat_endpoint(settings) as endpoint:
+                    caller = ModelCaller(
+                        endpoint.client,
+                        endpoint.model,
+                        max_calls=attempts,
+                        json_mode=endpoint.json_mode,  # type: ignore[arg-type]
+                    )
+                    answer = query_database(caller, source, text, examples=shots, max_attempts=attempts)
+                result, error, payload = answer.result, answer.error, {**answer.to_dict(), "examples": len(shots)}
+        if as_json:
+            print(json.dumps(payload, ensure_ascii=False, default=str))
+        elif result is not None:
+            table = Table()
+            for column in result.columns:
+                table.add_column(column)
+            for row in result.rows:
+                table.add_row(*("" if v is None else str(v) for v in row))
+            out.print(table)
+            note = f"  (only the first {len(result.rows)} rows)" if result.truncated else ""
+            out.print(f"SQL: {result.sql}{note}", highlight=False, markup=False, soft_wrap=True)
+        if error:
+            err.print(f"error: {error}", style="red", highlight=False, markup=False)
+            raise typer.Exit(1)
+
+    run(body)
+
+
+def db_load(
+    name: Annotated[str, typer.Argument(help="The name to register it under (and the database's name).")],
+    script: Annotated[
+        Path | None,
+        typer.Argument(help="A PostgreSQL script or a SQLite file (default for chinook: the shared Chinook script)."),
+    ] = None,
+) -> None:
+    """Load a sample database and register it, read-only: `ladder db load chinook` for the demo.
+
+    A .sql script is loaded into a fresh database of that name on Ladder's own PostgreSQL server
+    (queried through a role that may only read); a SQLite file is copied into the data folder.
+    """
+
+    def body() -> None:
+        import shutil
+
+        from knowledge.db import Database, redact_url
+        from tools.sql.database import DataSourceError
+        from tools.sql.loader import load_script
+        from tools.sql.sources import add_source
+
+        path = script
+        if path is None:
+            if name != "chinook":
+                raise DataSourceError("give the script or SQLite file to load (only chinook has a default)")
+            path = shared_data_dir() / "chinook" / "Chinook_PostgreSql.sql"
+        if not path.is_file():
+            raise DataSourceError(f"no file at {path}")
+        settings = load_settings()
+        with Database(settings.database_config()) as db, db.connection() as conn:
+            if path.suffix.lower() == ".sql":
+                with err.status(Text(f"loading {path.name} into database {name}…")):
+                    loaded = load_script(db.url, name, path)
+                url, note = loaded.url, loaded.note
+            else:
+                folder = settings.data_dir / "sources"
+                folder.mkdir(parents=True, exist_ok=True)
+                copy = folder / f"{name}.sqlite"
+                shutil.copyfile(path, copy)
+                url, note = f"sqlite://{copy.absolute()}", "opened read-only (mode=ro)"
+            add_source(conn, name, url)
+            if script is None:  # the demo's Chinook comes with a few question → SQL examples
+                from knowledge.embeddings import load_embedder
+                from tools.sql.examples import CHINOOK_EXAMPLES, add_examples, read_examples_file
+
+                pairs = read_examples_file(CHINOOK_EXAMPLES)
+                add_examples(conn, load_embedder(settings.embedding_config()), name, "postgres", pairs)
+                note += f"; {len(pairs)} SQL examples stored"
+        out.print(f"loaded and registered {name}: {redact_url(url)} ({note})", highlight=False, markup=False)
+
+    run(body)
+
+
+examples_app = typer.Typer(
+    help="Stored question → SQL examples, shown to the model by similarity.", no_args_is_help=True
+)
+
+
+def _examples_context(db: str) -> Any:
+    """(connection, embedder, dialect) for storing examples of data source ``db``."""
+    from contextlib import ExitStack, contextmanager
+
+    from knowledge.db import Database
+    from knowledge.embeddings import load_embedder
+    from tools.sql.sources import get_source
+
+    @contextmanager
+    def opened() -> Any:
+        settings = load_settings()
+        with ExitStack() as stack:
+            database = stack.enter_context(Database(settings.database_config()))
+            conn = stack.enter_context(database.connection())
+            source = get_source(conn, db, settings.data_sources)
+            yield conn, load_embedder(settings.embedding_config()), source.dialect
+
+    return opened()
+
+
+@examples_app.command("add")
+def examples_add(
+    db: Annotated[str, typer.Option("--db", help="The data source the example is for.")],
+    question: Annotated[str, typer.Argument()],
+    sql: Annotated[str, typer.Argument(help="The SQL that answers it (checked: read-only, one query).")],
+) -> None:
+    """Store one question → SQL example."""
+
+    def body() -> None:
+        from tools.sql.examples import add_examples
+
+        with _examples_context(db) as (conn, embedder, dialect):
+            add_examples(conn, embedder, db, dialect, [(question, sql)])
+        out.print(f"stored 1 example for {db}", highlight=False, markup=False)
+
+    run(body)
+
+
+@examples_app.command("import")
+def examples_import(
+    db: Annotated[str, typer.Option("--db", help="The data source the examples are for.")],
+    file: Annotated[Path, typer.Argument(help="CSV (question, sql|query) or JSONL ({question, sql}).")],
+) -> None:
+    """Store many examples at once; all are checked before any is stored."""
+
+    def body() -> None:
+        from tools.sql.examples import add_examples, read_examples_file
+
+        pairs = read_examples_file(file)
+        with _examples_context(db) as (conn, embedder, dialect):
+            stored = add_examples(conn, embedder, db, dialect, pairs)
+        out.print(f"stored {stored} examples for {db}", highlight=False, markup=False)
+
+    run(body)
+
+
+@examples_app.command("list")
+def examples_list(
+    db: Annotated[str, typer.Option("--db")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The stored examples of a data source."""
+
+    def body() -> None:
+        from knowledge.db import Database
+        from tools.sql.examples import list_examples
+
+        with Database(load_settings().database_config()) as database, database.connection() as conn:
+            rows = list_examples(conn, db)
+        if as_json:
+            print(json.dumps([{"question": r.question, "sql": r.sql} for r in rows], ensure_ascii=False))
+        else:
+            for row in rows:
+                out.print(f"{row.question}\n    {row.sql}", highlight=False, markup=False)
+
+    run(body)
+
+
+@examples_app.command("clear")
+def examples_clear(db: Annotated[str, typer.Option("--db")]) -> None:
+    """Forget every stored example of a data source."""
+
+    def body() -> None:
+        from knowledge.db import Database
+        from tools.sql.examples import remove_examples
+
+        with Database(load_settings().database_config()) as database, database.connection() as conn:
+            removed = remove_examples(conn, db)
+        out.print(f"removed {removed} examples for {db}", highlight=False, markup=False)
+
+    run(body)
+
+
+def eval_sql(
+    questions: Annotated[Path | None, typer.Option(help="defog-style questions CSV (default: the shared set).")] = None,
+    databases: Annotated[Path | None, typer.Option(help="Folder of <db_name>.sql scripts.")] = None,
+    model: Annotated[str | None, typer.Option(help="Chat model, or 'gold' to score the gold SQL itself.")] = None,
+    fewshot: Annotated[str, typer.Option(help="Modes to run: both, off or on.")] = "both",
+    limit: Annotated[int | None, typer.Option(min=1, help="At most N questions, spread over categories.")] = None,
+    category: Annotated[list[str] | None, typer.Option(help="Only these categories (repeatable).")] = None,
+    reload: Annotated[bool, typer.Option(help="Reload the databases even if they are loaded.")] = False,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Also write every outcome as JSON.", callback=output_file)
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Execution accuracy of text-to-SQL on defog's sql-eval, per category, without and with few-shot examples."""
+    modes = {"both": ("zero-shot", "few-shot"), "off": ("zero-shot",), "on": ("few-shot",)}
+    if fewshot not in modes:
+        raise typer.BadParameter("use both, off or on", param_hint="--fewshot")
+
+    def body() -> None:
+        from evals.sql.harness import run_sql_eval
+
+        def show(o: Any) -> None:
+            if not as_json:
+                mark = "✓" if o.correct else "✗"
+                err.print(f"{mark} {o.mode:9} {o.db_name:11} #{o.id:<3} {o.seconds:5.1f}s", highlight=False)
+
+        report = run_sql_eval(
+            load_settings(),
+            questions_file=questions,
+            databases_dir=databases,
+            model=model,
+            modes=modes[fewshot],
+            limit=limit,
+            categories=set(category) if category else None,
+            reload=reload,
+            progress=show,
+        )
+        payload = report.to_dict()
+        if out_file:
+            out_file.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
+        if as_json:
+            print(json.dumps({k: v for k, v in payload.items() if k != "outcomes"}, default=str))
+            if report.stopped:
+                raise typer.Exit(1)
+            return
+        accuracy = payload["accuracy"]
+        table = Table(title=f"execution accuracy: {report.model} ({payload['questions']} questions)")
+        table.add_column("category")
+        for mode in accuracy:
+            table.add_column(mode, justify="right")
+        for name in sorted({c for cells in accuracy.values() for c in cells}, key=lambda c: (c == "all", c)):
+            table.add_row(name, *(f"{cells.get(name, 0):.1%}" for cells in accuracy.values()))
+        out.print(table)
+        for note in report.skipped:
+            err.print(f"skipped {note}", highlight=False, markup=False)
+        if report.stopped:
+            err.print(f"error: stopped early: {report.stopped}", style="red", highlight=False, markup=False)
+            raise typer.Exit(1)
+
+    run(body)

@@ -1,0 +1,191 @@
+"""The evaluation commands: run the ladder, report it, compare runs, sweep chunk sizes.
+Wired into ``ladder eval`` by agent/cli.py (``ladder eval sql`` lives in agent/cli_data.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agent.cli.common import err, load_settings, out, output_file, run
+
+
+def eval_run(
+    dataset: Annotated[str, typer.Argument(help="pubmedqa, fanoutqa, sql-eval, or a JSONL eval set.")],
+    ladder: Annotated[
+        str,
+        typer.Option(help="Rungs, in order: baseline,+fewshot,+retrieval,+hybrid,+hyde,+rerank,+decompose,+factcheck"),
+    ] = "baseline,+fewshot,+retrieval,+hybrid,+hyde,+rerank,+decompose,+factcheck",
+    model: Annotated[str | None, typer.Option(help="Chat model (default: the configured one).")] = None,
+    judge: Annotated[str | None, typer.Option(help="Judge model for the LLM metrics (default: none).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="The first N examples.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Examples answered at once.")] = 1,
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Ask this collection.")] = None,
+    resume: Annotated[int | None, typer.Option(help="Finish this run (after a crash).")] = None,
+) -> None:
+    """Answer the eval set at every rung of the ladder, scoring and storing each answer (resumable)."""
+
+    def body() -> None:
+        from tqdm import tqdm
+
+        from agent.core.assemble import open_knowledge_base
+        from evals.eval_sets import load_eval_set
+        from evals.ladder.run import run_ladder
+
+        settings = load_settings()
+        evalset = load_eval_set(dataset)
+        rungs = [r.strip() for r in ladder.split(",") if r.strip()]
+        total = len(rungs) * min(limit or len(evalset.examples), len(evalset.examples))
+        with open_knowledge_base(settings) as kb, tqdm(total=total, desc="ladder", unit="answer") as bar:
+
+            def progress(rung: str, position: int, count: int) -> None:
+                bar.set_postfix_str(rung)
+                bar.update(1)
+
+            run_id = run_ladder(
+                settings,
+                kb,
+                evalset,
+                rungs=rungs,
+                model=model,
+                judge_model=judge or None,
+                limit=limit,
+                concurrency=concurrency,
+                collection=collection,
+                resume=resume,
+                progress=progress,
+            )
+        out.print(f"run {run_id} done: ladder eval report {run_id}", highlight=False, markup=False)
+
+    run(body)
+
+
+def eval_report(
+    run_id: Annotated[int, typer.Argument(help="The run (from `ladder eval run`).")],
+    chart: Annotated[Path | None, typer.Option(help="Write the ladder chart (PNG) here.", callback=output_file)] = None,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Write an HTML report here.", callback=output_file)
+    ] = None,
+    diff: Annotated[str | None, typer.Option(help="Show the examples that changed at this rung.")] = None,
+    metric: Annotated[str | None, typer.Option(help="The metric for the chart and --diff.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The ladder table: every metric per rung with a 95% bootstrap interval and the change from the rung below."""
+
+    def body() -> None:
+        from evals.ladder.report import diff as example_diff
+        from evals.ladder.report import headline, load_results, summarize, write_chart, write_html
+        from knowledge.db import Database
+
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
+            found, rows = load_results(conn, run_id)
+        summary = summarize(found, rows)
+        if as_json:
+            print(json.dumps({"run": found, "summary": summary}, default=str))
+            return
+        metrics = sorted({m for s in summary for m in s["metrics"]})
+        # Metrics down, rungs across: eight rungs fit a terminal, a dozen metrics do not.
+        table = Table("metric", *(s["rung"] for s in summary), title=f"run {run_id}: {found['dataset']}")
+        for name in metrics:
+            cells = []
+            for s in summary:
+                if name not in s["metrics"]:
+                    cells.append("")
+                    continue
+                delta = s["delta"].get(name)
+                cells.append(f"{s['metrics'][name][0]:.2f}" + (f" ({delta:+.2f})" if delta else ""))
+            table.add_row(name, *cells)
+        table.add_row("tokens/answer", *(f"{s['tokens']:.0f}" for s in summary))
+        table.add_row("cost/answer $", *(f"{s['cost_usd']:.4f}" for s in summary))
+        table.add_row("s/answer", *(f"{s['seconds']:.1f}" for s in summary))
+        table.add_row("errors", *(str(s["errors"]) for s in summary))
+        out.print(table)
+        out.print(
+            f"mean (change from the rung below) over n={found['n_examples']}; intervals: --json or --html",
+            highlight=False,
+        )
+        chosen = metric or headline(summary)
+        chart_path = chart
+        if chosen and (chart or html_file):
+            chart_path = chart or html_file.with_suffix(".png")  # type: ignore[union-attr]
+            title = f"{found['dataset']}: {chosen} per rung ({found['model']}, n={found['n_examples']})"
+            write_chart(summary, chosen, chart_path, title=title)
+            out.print(f"chart: {chart_path}", highlight=False, markup=False)
+        if html_file:
+            write_html(found, summary, metrics, chart_path, html_file)
+            out.print(f"html: {html_file}", highlight=False, markup=False)
+        if diff:
+            names = list(found["rungs"])
+            if diff not in names or names.index(diff) == 0 or not chosen:
+                raise typer.BadParameter("give a rung above the first, and a metric", param_hint="--diff")
+            below = names[names.index(diff) - 1]
+            for change in example_diff(rows, below, diff, chosen):
+                out.print(
+                    f"{change['example_id']}: {change['before']:.2f} -> {change['after']:.2f}"
+                    f"  {change['question'][:80]}",
+                    highlight=False,
+                    markup=False,
+                )
+
+    run(body)
+
+
+def eval_compare(
+    run_a: Annotated[int, typer.Argument(help="The reference run.")],
+    run_b: Annotated[int, typer.Argument(help="The run to check.")],
+    metric: Annotated[str, typer.Option(help="The metric to guard.")] = "label_accuracy",
+    rung: Annotated[str | None, typer.Option(help="The rung to compare (default: the top rung both have).")] = None,
+    max_drop: Annotated[float, typer.Option(min=0.0, help="Largest allowed drop of the mean.")] = 0.0,
+) -> None:
+    """Exit 1 when run B's metric drops by more than --max-drop from run A's (a CI quality gate)."""
+
+    def body() -> None:
+        from evals.ladder.report import compare
+        from knowledge.db import Database
+
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
+            result = compare(conn, run_a, run_b, metric, rung=rung, max_drop=max_drop)
+        print(json.dumps(result))
+        if not result["ok"]:
+            err.print(
+                f"regression: {metric} on {result['rung']} fell from {result['a']:.3f} to {result['b']:.3f}",
+                style="red",
+                markup=False,
+            )
+            raise typer.Exit(1)
+
+    run(body)
+
+
+def eval_sweep_chunks(
+    dataset: Annotated[str, typer.Argument(help="An eval set with documents and reference_doc_ids (pubmedqa).")],
+    sizes: Annotated[str, typer.Option(help="Chunk sizes in tokens, comma-separated.")] = "128,256,512,1024",
+    limit: Annotated[int | None, typer.Option(min=1, help="The first N questions.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The chunking experiment: ingest the set's documents at each size and score retrieval."""
+    try:
+        chosen = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        raise typer.BadParameter("sizes must be whole numbers", param_hint="--sizes") from None
+
+    def body() -> None:
+        from agent.core.assemble import open_knowledge_base
+        from evals.eval_sets import load_eval_set
+        from evals.ladder.chunk_sweep import sweep_chunks
+
+        settings = load_settings()
+        with open_knowledge_base(settings) as kb:
+            rows = sweep_chunks(settings, kb, load_eval_set(dataset), chosen, limit=limit)
+        if as_json:
+            print(json.dumps(rows))
+            return
+        table = Table(*rows[0].keys(), title=f"chunk sizes on {dataset}")
+        for row in rows:
+            table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+        out.print(table)
+
+    run(body)

@@ -1,0 +1,363 @@
+"""The turn-log commands: list and prune turns, give feedback, export eval sets and fine-tuning data,
+and submit a fine-tuning job. Wired into the ``ladder`` app by agent/cli.py."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from agent.cli.common import err, load_settings, out, output_file, run
+
+logs_app = typer.Typer(help="The turn log: every question, answer, step and feedback.")
+export_app = typer.Typer(help="Turn the log into data: eval sets and fine-tuning files.", no_args_is_help=True)
+finetune_app = typer.Typer(help="Fine-tune on the exported data (OpenAI's fine-tuning API).", no_args_is_help=True)
+
+
+def _age_option(text: str | None) -> datetime | None:
+    from evals.finetune.exports import parse_age
+
+    if text is None:
+        return None
+    try:
+        return datetime.now(UTC) - parse_age(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@logs_app.callback(invoke_without_command=True)
+def logs(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="Only turns newer than this age: 7d, 12h, 30m.")] = None,
+    feedback: Annotated[str, typer.Option(help="up, down, any or none (all turns).")] = "none",
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    user: Annotated[str | None, typer.Option(help="Only this user's turns.")] = None,
+) -> None:
+    """List logged turns, newest first, with who asked (secrets redacted)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if feedback not in ("up", "down", "any", "none"):
+        raise typer.BadParameter("use up, down, any or none", param_hint="--feedback")
+    started = _age_option(since)
+
+    def body() -> None:
+        from evals.finetune.exports import list_turns
+        from knowledge.db import Database
+
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
+            turns = list_turns(conn, since=started, feedback=feedback, limit=limit, user=user)  # type: ignore[arg-type]
+        if as_json:
+            for turn in turns:
+                print(json.dumps(turn, default=str, ensure_ascii=False))
+            return
+        table = Table("started", "turn", "user", "face", "status", "feedback", "question", "answer")
+        for t in turns:
+            table.add_row(
+                t["started_at"].strftime("%Y-%m-%d %H:%M"),
+                t["turn_id"][:12],
+                t["user"] or "",
+                t["face"],
+                t["status"],
+                t["feedback"] or "",
+                (t["question"] or "")[:60],
+                (t["answer"] or t["error"] or "")[:60],
+            )
+        out.print(table)
+
+    run(body)
+
+
+@logs_app.command("prune")
+def logs_prune(
+    older_than: Annotated[str, typer.Option("--older-than", help="Delete turns older than this: 90d, 12h.")],
+) -> None:
+    """Delete old turns and their feedback (retention)."""
+    from evals.finetune.exports import parse_age
+
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--older-than") from None
+
+    def body() -> None:
+        from evals.finetune.exports import prune_turns
+        from knowledge.db import Database
+
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
+            removed = prune_turns(conn, age)
+        out.print(f"deleted {removed} turns older than {older_than}", highlight=False, markup=False)
+
+    run(body)
+
+
+def feedback(
+    turn_id: Annotated[str, typer.Argument(help="The turn (its id, as `ladder ask --json` and `ladder logs` show).")],
+    rating: Annotated[str, typer.Argument(help="up or down.")],
+    comment: Annotated[str | None, typer.Option(help="What was good or wrong.")] = None,
+    correct: Annotated[str | None, typer.Option(help="The answer it should have given.")] = None,
+) -> None:
+    """Attach feedback to a turn: a thumbs up or down, a comment, a corrected answer."""
+
+    def body() -> None:
+        from agent.records.turns import add_feedback
+        from knowledge.db import Database
+
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
+            add_feedback(conn, turn_id, rating, comment, correct)  # type: ignore[arg-type]
+        out.print(f"feedback stored on {turn_id}", highlight=False, markup=False)
+
+    run(body)
+
+
+@export_app.command("evalset")
+def export_evalset(
+    out_file: Annotated[Path, typer.Option("--out", help="The JSONL file to write.", callback=output_file)],
+    redact_personal: Annotated[bool, typer.Option("--redact/--no-redact", help="Mask emails and phones.")] = True,
+) -> None:
+    """Turns with feedback as an eval set: question, the approved or corrected answer, cited passages."""
+
+    def body() -> None:
+        from evals.finetune.data import write_jsonl
+        from evals.finetune.exports import evalset_records
+        from knowledge.db import Database
+
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
+            records, skipped = evalset_records(conn, personal=redact_personal)
+        write_jsonl(out_file, records)
+        out.print(
+            f"wrote {len(records)} eval-set lines to {out_file}"
+            + (f" ({skipped} turns with a thumbs-down but no corrected answer left out)" if skipped else ""),
+            highlight=False,
+            markup=False,
+        )
+
+    run(body)
+
+
+@export_app.command("finetune")
+def export_finetune(
+    out_file: Annotated[
+        Path, typer.Option("--out", help="The training JSONL (validation goes beside it).", callback=output_file)
+    ],
+    min_feedback: Annotated[str, typer.Option(help="up (approved or corrected turns) or any.")] = "up",
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share held out for validation.")] = 0.1,
+    system: Annotated[bool, typer.Option("--system/--no-system", help="Include the system prompt.")] = True,
+    redact_personal: Annotated[bool, typer.Option("--redact/--no-redact", help="Mask emails and phones.")] = True,
+    max_tokens: Annotated[int, typer.Option(min=256, help="Longest example kept (the model's limit).")] = 65_536,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, max=50, help="For the cost estimate (default: OpenAI rule).")
+    ] = None,
+    price_per_1m: Annotated[float, typer.Option(min=0.0, help="Training price per 1M tokens, for the estimate.")] = 3.0,
+    teacher: Annotated[str | None, typer.Option(help="Distil: re-answer logged questions with this model.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the train/validation shuffle.")] = 0,
+) -> None:
+    """Logged turns as OpenAI chat fine-tuning JSONL: validated, deduplicated, split, with a cost estimate."""
+    if min_feedback not in ("up", "any"):
+        raise typer.BadParameter("use up or any", param_hint="--min-feedback")
+
+    def body() -> None:
+        from evals.finetune.data import dedupe, default_epochs, split_train_validation, validate_examples, write_jsonl
+        from evals.finetune.exports import distilled_examples, finetune_examples
+        from knowledge.db import Database
+
+        settings = load_settings()
+        dropped = 0
+        if teacher:
+            from agent.core.assemble import open_knowledge_base
+            from agent.core.turn import Agent, open_checkpointer
+            from agent.models.endpoint import open_chat_endpoint
+
+            with (
+                open_knowledge_base(settings) as kb,
+                open_chat_endpoint(settings, teacher) as endpoint,
+                open_checkpointer(kb.db) as checkpointer,
+                kb.db.connection() as conn,
+            ):
+                agent = Agent.on_endpoint(settings, kb, endpoint, checkpointer)
+                examples, dropped = distilled_examples(agent, conn, system=system, personal=redact_personal)
+        else:
+            with Database(settings.database_config()) as db, db.connection() as conn:
+                examples = finetune_examples(
+                    conn,
+                    min_feedback=min_feedback,
+                    system=system,
+                    personal=redact_personal,  # type: ignore[arg-type]
+                )
+        unique, duplicates = dedupe(examples)
+        kept, report = validate_examples(enumerate(unique, start=1), max_tokens=max_tokens)
+        train, validation = split_train_validation(kept, val_fraction, seed)
+        validation_file = out_file.with_name(out_file.stem + ".validation.jsonl")
+        write_jsonl(out_file, train)
+        if validation:
+            write_jsonl(validation_file, validation)
+        n_epochs = epochs or default_epochs(len(kept))
+        summary = {
+            "train_file": str(out_file),
+            "validation_file": str(validation_file) if validation else None,
+            "train": len(train),
+            "validation": len(validation),
+            "duplicates_removed": duplicates,
+            "teacher_dropped": dropped,
+            **report.to_dict(),
+            "epochs": n_epochs,
+            "estimated_cost_usd": round(report.estimate_cost(n_epochs, price_per_1m), 4),
+            "price_per_1m_training_tokens": price_per_1m,
+        }
+        print(json.dumps(summary, indent=1, default=str))
+        if not train:
+            err.print("error: no example qualified (give feedback first: `ladder feedback TURN up`)", style="red")
+            raise typer.Exit(1)
+
+    run(body)
+
+
+@finetune_app.command("check")
+def finetune_check(
+    file: Annotated[Path, typer.Argument(help="A chat fine-tuning JSONL file.")],
+    max_tokens: Annotated[int, typer.Option(min=256)] = 65_536,
+) -> None:
+    """Validate a fine-tuning file: format errors by kind and line, token counts, examples over the limit."""
+
+    def body() -> None:
+        from evals.finetune.data import validate_jsonl
+
+        if not file.is_file():
+            err.print(f"error: no file at {file}", style="red", markup=False)
+            raise typer.Exit(1)
+        _, report = validate_jsonl(file, max_tokens=max_tokens)
+        print(json.dumps(report.to_dict(), indent=1, default=str))
+        if report.errors:
+            raise typer.Exit(1)
+
+    run(body)
+
+
+def _openai_client() -> Any:
+    from openai import OpenAI
+
+    settings = load_settings()
+    if settings.openai_api_key is None:
+        _say_missing_key()
+    return OpenAI(
+        api_key=settings.openai_api_key.get_secret_value(),  # type: ignore[union-attr]
+        base_url=settings.openai_base_url,
+        timeout=settings.llm_timeout_s,
+        max_retries=settings.llm_max_retries,
+    )
+
+
+@finetune_app.command("submit")
+def finetune_submit(
+    file: Annotated[Path, typer.Argument(help="The training JSONL from `ladder export finetune`.")],
+    model: Annotated[str, typer.Option(help="The base model to fine-tune.")] = "gpt-4o-mini-2024-07-18",
+    validation: Annotated[Path | None, typer.Option(help="Validation JSONL (default: beside FILE).")] = None,
+    suffix: Annotated[str, typer.Option(help="Added to the fine-tuned model's name.")] = "ladder",
+) -> None:
+    """Upload the files and start an OpenAI fine-tuning job; prints the job id."""
+
+    def body() -> None:
+        from evals.finetune.data import validate_jsonl
+
+        client = _openai_client()
+        beside = file.with_name(file.stem + ".validation.jsonl")
+        validation_path = validation or (beside if beside.is_file() else None)
+        for path in [file, *([validation_path] if validation_path else [])]:
+            if not path.is_file():
+                raise typer.BadParameter(f"no file at {path}")
+            _, report = validate_jsonl(path)
+            if report.errors:  # never pay for an upload the service will reject
+                err.print(f"error: {path} has format errors: {dict(report.errors)}", style="red", markup=False)
+                raise typer.Exit(1)
+        with file.open("rb") as handle:
+            training = client.files.create(file=handle, purpose="fine-tune")
+        validation_id = None
+        if validation_path:
+            with validation_path.open("rb") as handle:
+                validation_id = client.files.create(file=handle, purpose="fine-tune").id
+        job = client.fine_tuning.jobs.create(
+            model=model, training_file=training.id, validation_file=validation_id, suffix=suffix
+        )
+        out.print(f"started fine-tuning job {job.id} ({job.status}) on {model}", highlight=False, markup=False)
+        out.print(f"follow it with: ladder finetune status {job.id}", highlight=False, markup=False)
+
+    run(body)
+
+
+@finetune_app.command("status")
+def finetune_status(
+    job_id: Annotated[str | None, typer.Argument(help="A job id (default: the latest jobs).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A fine-tuning job's status, its fine-tuned model once done, and its latest events."""
+
+    def body() -> None:
+        client = _openai_client()
+        if job_id is None:
+            jobs = [j.model_dump() for j in client.fine_tuning.jobs.list(limit=5).data]
+            payload: dict[str, Any] = {"jobs": jobs}
+        else:
+            job = client.fine_tuning.jobs.retrieve(job_id).model_dump()
+            events = [e.model_dump() for e in client.fine_tuning.jobs.list_events(job_id, limit=10).data]
+            payload = {"job": job, "events": events}
+        if as_json:
+            print(json.dumps(payload, default=str))
+            return
+        for job in payload.get("jobs") or [payload["job"]]:
+            done = f" -> model {job['fine_tuned_model']}" if job.get("fine_tuned_model") else ""
+            out.print(f"{job['id']}: {job['status']} ({job['model']}){done}", highlight=False, markup=False)
+        for event in payload.get("events") or []:
+            out.print(f"  {event.get('message')}", highlight=False, markup=False)
+        if payload.get("job", {}).get("fine_tuned_model"):
+            out.print(f"use it: LADDER_CHAT_MODEL={payload['job']['fine_tuned_model']}", highlight=False, markup=False)
+
+    run(body)
+
+
+@finetune_app.command("embeddings")
+def finetune_embeddings(
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Whose turns.")] = None,
+    min_feedback: Annotated[str, typer.Option(help="up (approved or corrected turns) or any.")] = "up",
+    epochs: Annotated[int, typer.Option(min=1, max=20)] = 1,
+    name: Annotated[str | None, typer.Option(help="New model and collection (COLLECTION-ft).")] = None,
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share of pairs kept out to measure.")] = 0.2,
+) -> None:
+    """Fine-tune the local embedding model on (question, cited passage) pairs from approved turns,
+    re-embed the collection with it as a new collection, and report the time and the MRR@10 it bought."""
+    if min_feedback not in ("up", "any"):
+        raise typer.BadParameter("use up or any", param_hint="--min-feedback")
+
+    def body() -> None:
+        from evals.ladder.embedding_rung import run_embedding_rung
+
+        settings = load_settings()
+        report = run_embedding_rung(
+            settings,
+            collection or settings.collection,
+            name=name,
+            min_feedback=min_feedback,  # type: ignore[arg-type]
+            epochs=epochs,
+            holdout=holdout,
+        )
+        print(json.dumps(report, indent=1, default=str))
+        out.print(
+            f"use it: LADDER_EMBEDDING_MODEL={report['model_dir']} with collection {report['collection']}",
+            highlight=False,
+            markup=False,
+        )
+
+    run(body)
+
+
+def _say_missing_key() -> None:
+    err.print(
+        "error: fine-tuning needs OpenAI's API: set OPENAI_API_KEY (and OPENAI_BASE_URL for another"
+        " compatible service); the embedded model cannot be fine-tuned here",
+        style="red",
+        markup=False,
+    )
+    raise typer.Exit(1)

@@ -1,0 +1,35 @@
+"""Finish the turn: resolve citations to chunk ids and record the exchange in the thread's history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agent.core.context import TurnContext
+from agent.core.state import TurnState
+from agent.core.steps.common import cited_numbers, step
+from agent.core.steps.draft import context_passages
+
+
+def answer(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    with step(runtime, "answer") as result:
+        text = state.get("answer") or state.get("draft") or ""
+        passages = context_passages(state, ctx) if state.get("route") != "smalltalk" else []
+        numbers = cited_numbers(text, len(passages))
+        citations = [
+            {"number": n, "doc_id": passages[n - 1]["doc_id"], "chunk_id": passages[n - 1]["chunk_id"]} for n in numbers
+        ]
+        if passages and not citations:
+            # Small models often answer without citing; fall back to the evidence the fact-check found.
+            evidence = [cid for v in state.get("fact_check") or [] for cid in v["evidence"]]
+            by_id = {p["chunk_id"]: p for p in passages}
+            citations = [
+                {"number": None, "doc_id": by_id[cid]["doc_id"], "chunk_id": cid}
+                for cid in dict.fromkeys(evidence)
+                if cid in by_id
+            ]
+        result["citations"] = len(citations)
+    history = [{"role": "user", "content": state["question"]}, {"role": "assistant", "content": text}]
+    return {"answer": text, "citations": citations, "history": history}

@@ -1,0 +1,113 @@
+"""Who may see what: a logged-in user sees only their own threads, turns and feedback, and the
+collections that are shared or theirs. ``user=None`` is the local operator (no login), who sees all.
+
+Refusals name nothing the user may not know: another user's thread reads as no thread at all.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import psycopg
+
+from agent.records.users import User, get_user
+from knowledge.embeddings import Embedder
+from knowledge.store import ensure_collection, get_collection
+
+Visibility = Literal["private", "shared"]
+
+
+class AccessError(PermissionError):
+    """The user may not read or change this; the message is safe to show them."""
+
+
+def _user_id(user: User | None) -> int | None:
+    return user.id if user is not None else None
+
+
+def check_thread(conn: psycopg.Connection, thread_id: str, user: User | None) -> None:
+    """Refuse to continue or show a thread that holds turns of anyone but ``user``."""
+    if user is None:
+        return
+    foreign = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM turns WHERE thread_id = %s AND user_id IS DISTINCT FROM %s)",
+        (thread_id, user.id),
+    ).fetchone()
+    if foreign and foreign[0]:
+        raise AccessError(f"no thread {thread_id!r}")
+
+
+def check_turn(conn: psycopg.Connection, turn_id: str, user: User | None) -> None:
+    """Refuse feedback on a turn that is not ``user``'s (unknown turns are the caller's to report)."""
+    if user is None:
+        return
+    row = conn.execute("SELECT user_id FROM turns WHERE turn_id = %s", (turn_id,)).fetchone()
+    if row is not None and row[0] != user.id:
+        raise AccessError(f"no turn {turn_id!r}")
+
+
+def readable_collections(conn: psycopg.Connection, user: User | None) -> set[str]:
+    rows = conn.execute(
+        "SELECT name FROM collections WHERE %(uid)s::int IS NULL OR visibility = 'shared' OR owner_id = %(uid)s",
+        {"uid": _user_id(user)},
+    )
+    return {name for (name,) in rows}
+
+
+def check_read(conn: psycopg.Connection, collection: str, user: User | None) -> None:
+    """Refuse a private collection of someone else (a missing one is left to the search to report)."""
+    if user is None:
+        return
+    row = conn.execute("SELECT visibility, owner_id FROM collections WHERE name = %s", (collection,)).fetchone()
+    if row is not None and row[0] == "private" and row[1] != user.id:
+        raise AccessError(f"no collection {collection!r}")
+
+
+def prepare_write(conn: psycopg.Connection, collection: str, user: User | None, embedder: Embedder) -> None:
+    """Let ``user`` ingest into ``collection``: their own, or a new one made theirs and private.
+
+    The operator's collections (owner NULL) and other users' are written from the CLI or by their owner only.
+    """
+    if user is None:
+        return
+    found = get_collection(conn, collection)
+    if found is None:
+        ensure_collection(conn, collection, embedder.model_name, embedder.dimension)
+        with conn.transaction():
+            conn.execute(
+                "UPDATE collections SET owner_id = %s, visibility = 'private'"
+                " WHERE name = %s AND owner_id IS NULL AND NOT EXISTS"
+                " (SELECT 1 FROM documents d WHERE d.collection_id = collections.id)",
+                (user.id, collection),
+            )
+    row = conn.execute("SELECT owner_id, visibility FROM collections WHERE name = %s", (collection,)).fetchone()
+    if row is None or row[0] != user.id:
+        hidden = row is not None and row[1] == "private"
+        raise AccessError(
+            f"no collection {collection!r}" if hidden else f"collection {collection!r} is read-only for you"
+        )
+
+
+def set_visibility(conn: psycopg.Connection, collection: str, visibility: Visibility, owner: str | None = None) -> None:
+    """Make a collection private or shared, optionally giving it to a user (the operator's command)."""
+    if visibility not in ("private", "shared"):
+        raise AccessError("visibility must be 'private' or 'shared'")
+    owner_id: int | None = None
+    if owner is not None:
+        found = get_user(conn, owner)
+        if found is None:
+            raise AccessError(f"no user {owner!r}")
+        owner_id = found.id
+    with conn.transaction():
+        updated = conn.execute(
+            "UPDATE collections SET visibility = %s, owner_id = COALESCE(%s, owner_id) WHERE name = %s",
+            (visibility, owner_id, collection),
+        ).rowcount
+    if updated != 1:
+        raise AccessError(f"no collection {collection!r}")
+
+
+def collection_access(conn: psycopg.Connection) -> dict[str, tuple[str, str | None]]:
+    """Every collection's visibility and owner name, for listings."""
+    rows = conn.execute("SELECT c.name, c.visibility, u.name FROM collections c LEFT JOIN users u ON u.id = c.owner_id")
+    return {name: (visibility, owner) for name, visibility, owner in rows}
