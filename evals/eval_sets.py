@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from evals.datasets import RetrievalDataset, load_cisi, load_fanoutqa, read_pubmedqa, shared_data_dir
+from knowledge.errors import LadderError
 
 FIELDS = ("id", "question", "reference_answer", "reference_contexts", "reference_doc_ids", "label")
 BUILT_IN = ("pubmedqa", "cisi", "fanoutqa", "sql-eval")
 
 
-class EvalSetError(ValueError):
+class EvalSetError(LadderError, ValueError):
     """An evaluation set that cannot be read; the message names the file and line."""
 
 

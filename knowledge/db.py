@@ -17,6 +17,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from knowledge.errors import LadderError
 from knowledge.pgembed import EmbeddedPostgres, EmbeddedPostgresError
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ PROBE_TIMEOUT_S = 3  # a probe connection: long enough for a loaded server, shor
 POOL_TIMEOUT_S = 20.0  # waiting for a free connection; a server that is down fails at once instead
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(LadderError, RuntimeError):
     """A database problem with a message meant for the user."""
 
 

@@ -17,6 +17,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from knowledge.errors import LadderError
+
 log = logging.getLogger(__name__)
 
 LOCAL_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
@@ -27,7 +29,7 @@ OPENAI_DIMENSIONS = {
 }
 
 
-class EmbeddingError(RuntimeError):
+class EmbeddingError(LadderError, RuntimeError):
     """The embedding model could not be loaded or called."""
 
 

@@ -23,7 +23,6 @@ import logging
 import os
 import pwd
 import shutil
-import socket
 import stat
 import subprocess
 import threading
@@ -31,6 +30,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from knowledge.errors import LadderError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ DATABASE = "ladder"
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; keep room for ".s.PGSQL.5432"
 
 
-class EmbeddedPostgresError(RuntimeError):
+class EmbeddedPostgresError(LadderError, RuntimeError):
     """The embedded database could not be started; the message says why and what to do."""
 
 
@@ -403,25 +404,3 @@ def _zombie(pid: int) -> bool:
     except OSError:
         return False
     return stat_line.rpartition(")")[2].split()[:1] == ["Z"]  # the state follows "(comm)", which may hold spaces
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(url: str, timeout_s: float = 30.0) -> None:
-    """Block until ``url`` accepts connections."""
-    import psycopg
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with psycopg.connect(url, connect_timeout=2):
-                return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)

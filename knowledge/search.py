@@ -1,10 +1,12 @@
 """Find passages: dense (cosine over HNSW), keyword (Postgres full-text) and hybrid (RRF of both).
 
-The pipeline has named stages so later techniques plug in without touching the retrievers:
+The pipeline has named stages, so techniques plug in without touching the retrievers (the agent's
+research step runs every search through it):
 
-    query  ->  query transforms (HyDE: write a hypothetical passage to embed)
+    query  ->  transforms (rewrite the text the dense retriever embeds)
            ->  retrievers (dense, keyword)  ->  fusion (reciprocal rank fusion)
-           ->  rerankers (cross-encoder, LLM)  ->  recency  ->  top k
+           ->  expansions (HyDE: a hypothetical passage's dense ranking, fused in by RRF)
+           ->  rerankers (MMR, cross-encoder, the chat model's grades)  ->  recency  ->  top k
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from psycopg.types.json import Jsonb
 
 from knowledge.db import Database
 from knowledge.embeddings import Embedder
+from knowledge.errors import LadderError
 from knowledge.store import Collection, require_collection
 
 Mode = Literal["dense", "keyword", "hybrid"]
@@ -89,7 +92,7 @@ LIMIT %(n)s
 """
 
 
-class SearchError(ValueError):
+class SearchError(LadderError, ValueError):
     """A search request that cannot be served; the message says why."""
 
 
@@ -111,6 +114,12 @@ class SearchConfig:
     recency_field: str = "date"
 
 
+QueryTransform = Callable[[str], str]
+"""Maps the question to the text whose embedding the dense retriever uses."""
+QueryExpansion = Callable[[str], str]
+"""Writes a second text for the question (HyDE's hypothetical passage): its dense ranking is fused in."""
+
+
 @dataclass
 class SearchRequest:
     query: str
@@ -119,6 +128,7 @@ class SearchRequest:
     mode: Mode = "hybrid"
     filters: dict[str, Any] | None = None
     recency: bool = False
+    expansions: list[tuple[str, QueryExpansion]] = field(default_factory=list)  # (name, expansion)
 
 
 @dataclass
@@ -129,6 +139,7 @@ class SearchHit:
     text: str = ""
     title: str = ""
     heading: str = ""
+    source: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     ranks: dict[str, int] = field(default_factory=dict)  # rank in each retriever, 1-based
 
@@ -143,10 +154,8 @@ class SearchHit:
         }
 
 
-QueryTransform = Callable[[str], str]
-"""Maps the question to the text whose embedding the dense retriever uses (HyDE plugs in here)."""
 Reranker = Callable[[str, list[SearchHit]], list[SearchHit]]
-"""Reorders fused candidates given the question (cross-encoder or LLM rerankers plug in here)."""
+"""Reorders fused candidates given the question (MMR, cross-encoder or the chat model's grades)."""
 
 
 def keyword_query_text(query: str) -> str:
@@ -156,6 +165,15 @@ def keyword_query_text(query: str) -> str:
     are passed on, so quotes and '-' in the user's text cannot change the query's meaning.
     """
     return " or ".join(word for word in _WORD.findall(query) if word.lower() != "or")
+
+
+def _positions(rankings: dict[str, list[tuple[int, float]]]) -> dict[int, dict[str, int]]:
+    """Each chunk's 1-based rank in every retriever that found it."""
+    out: dict[int, dict[str, int]] = {}
+    for name, ranked in rankings.items():
+        for rank, (chunk_id, _) in enumerate(ranked, start=1):
+            out.setdefault(chunk_id, {})[name] = rank
+    return out
 
 
 def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int) -> list[tuple[int, float]]:
@@ -205,6 +223,29 @@ class Searcher:
 
     def search(self, request: SearchRequest) -> list[SearchHit]:
         """The best ``k`` chunks for the request, best first."""
+        self._check(request)
+        cfg = self.config
+        depth = max(request.k, cfg.candidates)
+        keep = depth if (self.rerankers or request.recency) else request.k
+        with self.db.connection() as conn:
+            collection = require_collection(conn, request.collection, self.embedder.model_name, self.embedder.dimension)
+            rankings = self.rankings(conn, collection, request, depth)
+            if request.mode == "hybrid":
+                ids = {name: [cid for cid, _ in ranked] for name, ranked in rankings.items()}
+                fused = rrf_fuse(ids, {"dense": cfg.dense_weight, "keyword": cfg.keyword_weight}, cfg.rrf_k)
+            else:
+                fused = rankings[request.mode]
+            ranks = _positions(rankings)
+            hits = [SearchHit(chunk_id=cid, score=score, ranks=ranks[cid]) for cid, score in fused[:keep]]
+            for name, expand in request.expansions:
+                hits = self.expand(conn, collection, request, hits, name, expand)
+            self._fill(conn, hits)
+        hits = self.rerank(request.query, hits, self.rerankers)
+        if request.recency:
+            hits = self._apply_recency(hits)
+        return hits[: request.k]
+
+    def _check(self, request: SearchRequest) -> None:
         if request.mode not in MODES:
             raise SearchError(f"unknown mode {request.mode!r}; use one of {', '.join(MODES)}")
         if not request.query.strip():
@@ -215,42 +256,50 @@ class Searcher:
             raise SearchError("k must be between 1 and 1000")
         if request.recency and not self.config.recency_half_life_days:
             raise SearchError("recency needs a half-life: set LADDER_RECENCY_HALF_LIFE_DAYS")
-        cfg = self.config
-        depth = max(request.k, cfg.candidates)
-        with self.db.connection() as conn:
-            collection = require_collection(conn, request.collection, self.embedder.model_name, self.embedder.dimension)
-            rankings: dict[str, list[int]] = {}
-            dense_scores: dict[int, float] = {}
-            keyword_scores: dict[int, float] = {}
-            if request.mode in ("dense", "hybrid"):
-                vector = self.embed_query(request.query)
-                dense = self.dense(conn, collection, vector, depth, request.filters)
-                rankings["dense"] = [cid for cid, _ in dense]
-                dense_scores = dict(dense)
-            if request.mode in ("keyword", "hybrid"):
-                keyword = self.keyword(conn, collection, request.query, depth, request.filters)
-                rankings["keyword"] = [cid for cid, _ in keyword]
-                keyword_scores = dict(keyword)
-            if request.mode == "hybrid":
-                fused = rrf_fuse(rankings, {"dense": cfg.dense_weight, "keyword": cfg.keyword_weight}, cfg.rrf_k)
-            elif request.mode == "dense":
-                fused = list(dense_scores.items())
-            else:
-                fused = list(keyword_scores.items())
-            hits = [
-                SearchHit(
-                    chunk_id=cid,
-                    score=score,
-                    ranks={name: ids.index(cid) + 1 for name, ids in rankings.items() if cid in ids},
-                )
-                for cid, score in fused[: depth if (self.rerankers or request.recency) else request.k]
-            ]
-            self._fill(conn, hits)
-        for rerank in self.rerankers:
-            hits = rerank(request.query, hits)
-        if request.recency:
-            hits = self._apply_recency(hits)
-        return hits[: request.k]
+
+    def rankings(
+        self, conn: psycopg.Connection, collection: Collection, request: SearchRequest, depth: int
+    ) -> dict[str, list[tuple[int, float]]]:
+        """Each retriever's (chunk id, score) list for the request's mode, best first."""
+        out: dict[str, list[tuple[int, float]]] = {}
+        if request.mode in ("dense", "hybrid"):
+            out["dense"] = self.dense(conn, collection, self.embed_query(request.query), depth, request.filters)
+        if request.mode in ("keyword", "hybrid"):
+            out["keyword"] = self.keyword(conn, collection, request.query, depth, request.filters)
+        return out
+
+    def expand(
+        self,
+        conn: psycopg.Connection,
+        collection: Collection,
+        request: SearchRequest,
+        hits: list[SearchHit],
+        name: str,
+        expansion: QueryExpansion,
+    ) -> list[SearchHit]:
+        """Fuse the dense ranking of the expansion's text (HyDE) with the ranking so far, by RRF."""
+        text = expansion(request.query)
+        if not text.strip():
+            return hits
+        extra = self.dense(conn, collection, self.embedder.embed([text])[0], len(hits) or request.k, request.filters)
+        known = {hit.chunk_id: hit for hit in hits}
+        fused = rrf_fuse(
+            {"query": [hit.chunk_id for hit in hits], name: [cid for cid, _ in extra]},
+            {"query": 1.0, name: 1.0},
+            k=self.config.rrf_k,
+        )
+        ranked = [known.get(cid) or SearchHit(chunk_id=cid, score=score) for cid, score in fused]
+        extra_rank = {cid: rank for rank, (cid, _) in enumerate(extra, start=1)}
+        for hit in ranked:
+            if hit.chunk_id in extra_rank:
+                hit.ranks[name] = extra_rank[hit.chunk_id]
+        return ranked[: len(hits) or request.k]
+
+    def rerank(self, query: str, hits: list[SearchHit], rerankers: Sequence[Reranker]) -> list[SearchHit]:
+        """The rerank stage: each reranker in turn reorders (and may drop) the candidates."""
+        for reranker in rerankers:
+            hits = reranker(query, hits)
+        return hits
 
     # -- stages ----------------------------------------------------------------------------------
 
@@ -335,7 +384,7 @@ class Searcher:
             return
         rows = conn.execute(
             """
-            SELECT c.id, d.doc_id, c.text, c.title, c.heading, c.metadata
+            SELECT c.id, d.doc_id, c.text, c.title, c.heading, d.source, c.metadata
             FROM chunks c JOIN documents d ON d.id = c.document_id
             WHERE c.id = ANY(%s)
             """,
@@ -345,14 +394,7 @@ class Searcher:
         # A chunk replaced by a concurrent ingest since it was ranked is dropped, not shown stale.
         hits[:] = [hit for hit in hits if hit.chunk_id in details]
         for hit in hits:
-            doc_id, text, title, heading, metadata = details[hit.chunk_id]
-            hit.doc_id, hit.text, hit.title, hit.heading, hit.metadata = (
-                doc_id,
-                text,
-                title,
-                heading,
-                metadata,
-            )
+            hit.doc_id, hit.text, hit.title, hit.heading, hit.source, hit.metadata = details[hit.chunk_id]
 
     def _apply_recency(self, hits: list[SearchHit]) -> list[SearchHit]:
         half_life = self.config.recency_half_life_days

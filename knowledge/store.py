@@ -12,13 +12,14 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from knowledge.chunking import Chunk
+from knowledge.errors import LadderError
 
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
 _INDEX_LOCK = 0x1ADD3  # advisory lock class for vector index builds (second key: collection id)
 
 
-class CollectionError(ValueError):
+class CollectionError(LadderError, ValueError):
     """A collection is missing or does not match the embedding model in use."""
 
 

@@ -22,12 +22,14 @@ from typing import Any
 import platformdirs
 import tiktoken
 
+from knowledge.errors import LadderError
+
 SHIPPED_ENCODINGS = ("cl100k_base", "o200k_base")
 FALLBACK_ENCODING = "cl100k_base"
 _lock = threading.Lock()
 
 
-class TokenizerError(RuntimeError):
+class TokenizerError(LadderError, RuntimeError):
     """An encoding could not be loaded offline."""
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 from agent.chat.browser import CHROMIUM, CHROMIUM_FLAGS
-from knowledge.pgembed import free_port
+from agent.models.local_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [

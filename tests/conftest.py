@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from agent.models.local_server import free_port
 from knowledge.base import KnowledgeBase
 from knowledge.chunking import ChunkingConfig
 from knowledge.db import Database, DatabaseConfig
 from knowledge.embeddings import EmbeddingConfig, load_embedder
-from knowledge.pgembed import EmbeddedPostgres, free_port
+from knowledge.pgembed import EmbeddedPostgres
 
 os.environ.setdefault("LC_ALL", "C.UTF-8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

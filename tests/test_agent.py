@@ -15,6 +15,7 @@ import pytest
 
 from agent.core.config import Settings
 from agent.core.turn import Agent, QuestionError, TurnRequest, open_checkpointer
+from agent.models.endpoint import ChatEndpoint
 from evals.doubles.scripted_agent import ScriptedModel
 from evals.doubles.scripted_model import Fail, ScriptedOpenAI
 from evals.finetune.data import write_jsonl
@@ -58,7 +59,7 @@ def make_agent(kb: KnowledgeBase, server: ScriptedOpenAI, **settings: Any) -> It
     )
     client = openai.OpenAI(api_key="k", base_url=server.base_url, max_retries=config.llm_max_retries, timeout=20)
     with open_checkpointer(kb.db.url) as checkpointer:
-        yield Agent(config, kb, client, "scripted", checkpointer)
+        yield Agent(config, kb, ChatEndpoint(client, "scripted"), checkpointer)
 
 
 @pytest.fixture
@@ -67,9 +68,9 @@ def agent(kb: KnowledgeBase, server: ScriptedOpenAI) -> Iterator[Agent]:
 
 
 def ask(agent: Agent, question: str, collection: str, **kwargs: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
+    events: list[Any] = []
     result = agent.ask(TurnRequest(question, collection, **kwargs), on_event=events.append)
-    return result, events
+    return result.to_dict(), [e.to_dict() for e in events]  # the JSON forms that faces and the log see
 
 
 def test_a_two_part_question_end_to_end(agent: Agent, corpus: str, model: ScriptedModel) -> None:
@@ -232,7 +233,7 @@ def test_rate_limits_are_retried(kb: KnowledgeBase, corpus: str, server, model: 
 
 def test_an_unreachable_endpoint_is_reported(kb: KnowledgeBase, corpus: str, server) -> None:
     for agent in make_agent(kb, server):
-        agent.client = openai.OpenAI(api_key="k", base_url="http://127.0.0.1:9/v1", max_retries=0)
+        agent.endpoint = ChatEndpoint(openai.OpenAI(api_key="k", base_url="http://127.0.0.1:9/v1", max_retries=0), "x")
         result, _ = ask(agent, "How long do refunds take?", corpus)
     assert "could not be reached" in result["error"]
 
@@ -328,7 +329,7 @@ def test_threads_survive_a_restart(kb: KnowledgeBase, corpus: str, server, model
         first, _ = ask(agent, "How long do refunds take?", corpus)
     for agent in make_agent(kb, server):  # a new process would build exactly this
         ask(agent, "thanks a lot!", corpus, thread_id=first["thread_id"])
-        history = agent.core.graph.get_state({"configurable": {"thread_id": first["thread_id"]}}).values["history"]
+        history = agent.graph.get_state({"configurable": {"thread_id": first["thread_id"]}}).values["history"]
     sent = model.bodies["smalltalk"][-1]["messages"]
     assert [m["content"] for m in sent[1:3]] == ["How long do refunds take?", first["answer"]]
     assert [h["role"] for h in history] == ["user", "assistant", "user", "assistant"]
@@ -398,7 +399,7 @@ def test_the_embedded_model_answers_through_the_graph(kb: KnowledgeBase, corpus:
     )
     with open_chat_endpoint(settings) as endpoint, open_checkpointer(kb.db.url) as checkpointer:
         assert endpoint.embedded and endpoint.json_mode == "json_object"
-        agent = Agent(settings, kb, endpoint.client, endpoint.model, checkpointer, json_mode=endpoint.json_mode)
+        agent = Agent(settings, kb, endpoint, checkpointer)
         result, events = ask(agent, "How long do refunds take?", corpus)
     assert "error" not in result, result.get("error")
     assert result["answer"].strip()
@@ -429,7 +430,7 @@ def test_a_slow_endpoint_times_out_with_a_clear_message(kb: KnowledgeBase, corpu
     with ScriptedOpenAI(chat=model, delay_s=2.0) as slow, open_checkpointer(kb.db.url) as checkpointer:
         settings = Settings(openai_base_url=slow.base_url, chat_model="scripted", llm_max_retries=0)
         client = openai.OpenAI(api_key="k", base_url=slow.base_url, max_retries=0, timeout=0.5)
-        agent = Agent(settings, kb, client, "scripted", checkpointer)
+        agent = Agent(settings, kb, ChatEndpoint(client, "scripted"), checkpointer)
         result, _ = ask(agent, "How long do refunds take?", corpus)
     assert "did not answer within 0.5 s" in result["error"]
     assert result["answer"].startswith("I could not answer")

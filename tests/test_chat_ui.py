@@ -13,19 +13,22 @@ from typing import Any
 
 import pytest
 
-from agent.chat.app import ChatHandlers, ChatServices, build_app, launch
+from agent.chat.app import ChatServices, build_app, launch
 from agent.chat.browser import CHROMIUM, CHROMIUM_FLAGS
+from agent.chat.handlers import ChatHandlers
 from agent.chat.scripted import scripted_chat
 from agent.chat.view import TurnView, turn_id_of
 from agent.core.config import Settings
+from agent.core.events import event_from_dict
+from agent.core.results import Citation, TurnResult
 from agent.core.turn import Agent
+from agent.models.local_server import free_port
 from agent.records.turns import get_turn
 from evals.doubles.scripted_agent import ScriptedModel
 from evals.doubles.scripted_model import Fail
 from evals.finetune.data import write_jsonl
 from knowledge.base import KnowledgeBase
 from knowledge.db import Database
-from knowledge.pgembed import free_port
 
 DOCS = [
     {"id": "refunds", "title": "Refunds", "text": "Refunds are paid within 14 days after the returned parcel arrives."},
@@ -206,21 +209,29 @@ def test_nothing_leaves_the_machine(chat: Chat, monkeypatch: pytest.MonkeyPatch)
 
 def test_turn_view_and_feedback_lookup() -> None:
     view = TurnView()
-    view.add({"type": "step", "step": "classify", "status": "start"})
-    view.add({"type": "step", "step": "research", "status": "start", "sub_question": 0, "question": "Q?"})
+    view.add(event_from_dict({"type": "step", "step": "classify", "status": "start"}))
+    view.add(
+        event_from_dict({"type": "step", "step": "research", "status": "start", "sub_question": 0, "question": "Q?"})
+    )
     first = view.messages()
     view.add(
-        {
-            "type": "tool",
-            "name": "search_knowledge",
-            "sub_question": 0,
-            "arguments": {"query": "Q?", "k": 4},
-            "result": [{"chunk_id": 7, "doc_id": "d", "score": 0.5}],
-        }
+        event_from_dict(
+            {
+                "type": "tool",
+                "name": "search_knowledge",
+                "sub_question": 0,
+                "arguments": {"query": "Q?", "k": 4},
+                "result": [{"chunk_id": 7, "doc_id": "d", "score": 0.5}],
+            }
+        )
     )
-    view.add({"type": "step", "step": "research", "status": "end", "sub_question": 0, "seconds": 0.2, "passages": [7]})
-    view.add({"type": "token", "text": "Hello "})
-    view.add({"type": "token", "text": "[1]"})
+    view.add(
+        event_from_dict(
+            {"type": "step", "step": "research", "status": "end", "sub_question": 0, "seconds": 0.2, "passages": [7]}
+        )
+    )
+    view.add(event_from_dict({"type": "token", "text": "Hello "}))
+    view.add(event_from_dict({"type": "token", "text": "[1]"}))
     messages = view.messages()
     assert first[0]["metadata"]["status"] == "pending" and messages[0]["metadata"]["status"] == "done"
     assert first is not messages and first[0] is not messages[0]  # fresh objects on every update
@@ -228,8 +239,23 @@ def test_turn_view_and_feedback_lookup() -> None:
     assert messages[1]["metadata"]["title"] == 'search_knowledge(query="Q?", k=4)'
     assert messages[-1] == {"role": "assistant", "content": "Hello [1]"}
     final = view.finish(
-        {"answer": "Hello [1]", "turn_id": "t1", "citations": [{"number": 1, "doc_id": "d", "chunk_id": 7}]},
-        [{"chunk_id": 7, "doc_id": "d", "source": "/x/d.md", "title": "D", "heading": "", "text": "passage"}],
+        TurnResult(
+            answer="Hello [1]",
+            turn_id="t1",
+            thread_id="th",
+            citations=[Citation(1, "d", 7)],
+            passages=[
+                {
+                    "chunk_id": 7,
+                    "doc_id": "d",
+                    "source": "/x/d.md",
+                    "title": "D",
+                    "heading": "",
+                    "text": "passage",
+                    "score": 1.0,
+                }
+            ],
+        )
     )
     assert final[-2]["metadata"] == {"id": "turn:t1"} and final[-1]["metadata"]["title"] == "[1] D"
     history = [{"role": "user", "content": "q"}, *final]

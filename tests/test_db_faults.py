@@ -21,11 +21,12 @@ import openai
 import psycopg
 import pytest
 
-from agent.chat.app import NO_DATABASE, ChatHandlers, ChatServices
+from agent.chat.handlers import NO_DATABASE, ChatHandlers, ChatServices
 from agent.chat.view import ANSWER_ID_PREFIX
 from agent.core.config import Settings
 from agent.core.context import SWITCHES
 from agent.core.turn import Agent, TurnRequest, open_checkpointer
+from agent.models.endpoint import ChatEndpoint
 from agent.records.turns import get_turn, thread_turns
 from evals.doubles.scripted_agent import ScriptedModel, step_of
 from evals.doubles.scripted_model import ScriptedOpenAI
@@ -96,7 +97,7 @@ def make_rig(db: Database, embedder: Any, folder: Path) -> Iterator[Rig]:
             openai_base_url=server.base_url, chat_model="scripted", llm_max_retries=0, collection=collection
         )
         client = openai.OpenAI(api_key="k", base_url=server.base_url, max_retries=0, timeout=20)
-        agent = Agent(settings, kb, client, "scripted", checkpointer)
+        agent = Agent(settings, kb, ChatEndpoint(client, "scripted"), checkpointer)
         agent.outbox.first_delay_s = 0.2  # retry soon: the tests wait for it
         yield Rig(db, kb, collection, model, agent)
 
@@ -139,7 +140,7 @@ def wait_until(condition: Any, timeout_s: float = 15.0) -> None:
 def test_an_embedded_server_killed_between_writes_is_restarted_and_the_turn_goes_on(embedded: Rig) -> None:
     assert embedded.db.embedded is not None
     embedded.model.target = embedded.db.embedded
-    result = embedded.agent.ask(TurnRequest(QUESTION, embedded.collection))
+    result = embedded.agent.ask(TurnRequest(QUESTION, embedded.collection)).to_dict()
     assert embedded.model.killed is not None  # the server died while the turn was in flight
     assert "error" not in result, result.get("error")
     assert "[1]" in result["answer"]
@@ -166,7 +167,7 @@ def test_a_killed_embedded_server_that_will_not_restart_fails_the_turn_clearly_a
     time.sleep(0.5)  # past the restart interval of the test before
     embedded.model.target = server
     started = time.monotonic()
-    result = embedded.agent.ask(TurnRequest(QUESTION, embedded.collection))
+    result = embedded.agent.ask(TurnRequest(QUESTION, embedded.collection)).to_dict()
     assert time.monotonic() - started < 15  # a clear failure, not a hang
     error = result["error"]
     assert error.startswith("Ladder's database is not reachable (") and "the disk is full" in error
@@ -178,7 +179,7 @@ def test_a_killed_embedded_server_that_will_not_restart_fails_the_turn_clearly_a
     turn = embedded.turn(result["turn_id"])
     assert turn is not None and turn["status"] == "failed" and turn["error"] == error
 
-    again = embedded.agent.ask(TurnRequest(QUESTION, embedded.collection))
+    again = embedded.agent.ask(TurnRequest(QUESTION, embedded.collection)).to_dict()
     assert "error" not in again and "[1]" in again["answer"]
     second = embedded.turn(again["turn_id"])
     assert second is not None and second["status"] == "done"

@@ -523,7 +523,7 @@ def test_a_zip_bomb_is_skipped_and_everything_beside_it_is_ingested(
 
 
 def test_chat_uploads_are_staged_ingested_and_reported(kb: KnowledgeBase, collection: str, tmp_path: Path) -> None:
-    from agent.chat.app import ChatHandlers
+    from agent.chat.handlers import ChatHandlers
 
     incoming = tmp_path / "gradio"
     incoming.mkdir()

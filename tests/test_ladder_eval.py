@@ -17,7 +17,7 @@ from evals.doubles.scripted_agent import ScriptedModel
 from evals.doubles.scripted_model import ScriptedOpenAI
 from evals.eval_sets import EvalExample, EvalSet, EvalSetError, cisi_set, pubmedqa_set, read_jsonl, write_jsonl
 from evals.ladder.report import compare, diff, headline, load_results, summarize, write_chart, write_html
-from evals.ladder.run import LadderError, climb, run_ladder, score
+from evals.ladder.run import EvalRunError, climb, run_ladder, score
 from knowledge.base import KnowledgeBase
 
 DOCS = [
@@ -47,7 +47,7 @@ def test_rungs_are_cumulative_in_the_ladders_order() -> None:
     assert rungs[1].settings["search_mode"] == "dense"
     top = rungs[2]
     assert all(top.switches.values()) and top.settings["search_mode"] == "hybrid"
-    with pytest.raises(LadderError, match="unknown rungs"):
+    with pytest.raises(EvalRunError, match="unknown rungs"):
         climb(["baseline", "+magic"])
 
 

@@ -6,20 +6,23 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from agent.chat.scripted import scripted_chat
 from agent.core.config import Settings
 from evals.bench.load import DOCS, _check_log, run_load, run_search_under_ingestion
 from knowledge.base import KnowledgeBase
 
 
 def test_concurrent_sessions_lose_and_cross_nothing(kb: KnowledgeBase) -> None:
-    report = run_load(Settings(data_dir=kb.db.embedded.root), sessions=4, turns=2, latency_s=0.05)
+    report = run_load(Settings(data_dir=kb.db.embedded.root), scripted_chat, sessions=4, turns=2, latency_s=0.05)
     assert report["problems"] == []
     assert report["turns_answered"] == 8 and report["p95_s"] >= report["p50_s"] > 0
     assert report["pool"]["requests_errors"] == 0 and report["pool"]["requests_num"] > 0
 
 
 def test_concurrent_users_with_tokens_stay_apart(kb: KnowledgeBase) -> None:
-    report = run_load(Settings(data_dir=kb.db.embedded.root), sessions=3, turns=2, latency_s=0.05, users=True)
+    report = run_load(
+        Settings(data_dir=kb.db.embedded.root), scripted_chat, sessions=3, turns=2, latency_s=0.05, users=True
+    )
     assert report["problems"] == [] and report["users"] == 3 and report["turns_answered"] == 6
     with kb.db.connection() as conn:  # the run's users are removed afterwards
         assert conn.execute("SELECT count(*) FROM users WHERE name LIKE 'load-%'").fetchone()[0] == 0
@@ -56,6 +59,7 @@ def test_searches_keep_answering_while_a_folder_is_ingested(kb: KnowledgeBase, t
         (folder / f"note-{i}.md").write_text(f"# Note {i}\n\nWarehouse note {i}: parcels leave at {i + 8} o'clock.\n")
     report = run_search_under_ingestion(
         Settings(data_dir=kb.db.embedded.root),
+        scripted_chat,
         folder=folder,
         searchers=2,
         searches=3,

@@ -16,11 +16,11 @@ from agent.chat.app import ChatServices, build_app, launch
 from agent.core.assemble import open_agent
 from agent.core.config import Settings
 from agent.core.turn import TurnRequest
+from agent.models.local_server import free_port
 from evals.doubles.scripted_agent import ScriptedModel
 from evals.doubles.scripted_model import ScriptedOpenAI
 from evals.finetune.data import write_jsonl
 from knowledge.db import Database
-from knowledge.pgembed import free_port
 
 PLANTED = "sk-planted0123456789abcdefghijklmnopqrstu"
 DOCS = [{"id": "refunds", "title": "Refunds", "text": "Refunds are paid within 14 days."}]
@@ -45,7 +45,7 @@ def test_a_planted_key_is_used_but_never_shown(
         caplog.set_level(logging.DEBUG)
         with open_agent(settings) as agent:
             agent.kb.ingest([docs], collection, progress=False)
-            result = agent.ask(TurnRequest("How long do refunds take?", collection, face="cli"))
+            result = agent.ask(TurnRequest("How long do refunds take?", collection, face="cli")).to_dict()
             assert result.get("error") is None, result
             services = ChatServices(agent, agent.model)
             app = build_app(services)

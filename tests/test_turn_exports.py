@@ -16,6 +16,7 @@ import pytest
 
 from agent.core.config import Settings
 from agent.core.turn import Agent, TurnRequest, open_checkpointer
+from agent.models.endpoint import ChatEndpoint
 from agent.records.redact import redact
 from agent.records.turns import add_feedback
 from evals.doubles.scripted_agent import ScriptedModel
@@ -50,7 +51,7 @@ def agent(kb: KnowledgeBase, server: ScriptedOpenAI) -> Iterator[Agent]:
     settings = Settings(openai_base_url=server.base_url, chat_model="scripted", llm_max_retries=0)
     client = openai.OpenAI(api_key="k", base_url=server.base_url, max_retries=0, timeout=20)
     with open_checkpointer(kb.db.url) as checkpointer:
-        yield Agent(settings, kb, client, "scripted", checkpointer)
+        yield Agent(settings, kb, ChatEndpoint(client, "scripted"), checkpointer)
 
 
 def cli(kb: KnowledgeBase, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -83,7 +84,7 @@ def test_an_approved_turn_becomes_an_eval_line_and_a_finetuning_example(
     agent: Agent, corpus: str, kb: KnowledgeBase, tmp_path: Path
 ) -> None:
     question = f"How long do refunds take? Reply to ann.lee@example.com, my key is {SECRET}"
-    result = agent.ask(TurnRequest(question, corpus, face="ui"))
+    result = agent.ask(TurnRequest(question, corpus, face="ui")).to_dict()
     with kb.db.connection() as conn:
         add_feedback(conn, result["turn_id"], "up")
         turn = conn.execute(
@@ -125,8 +126,8 @@ def test_an_approved_turn_becomes_an_eval_line_and_a_finetuning_example(
 
 
 def test_corrections_feedback_cli_logs_and_pruning(agent: Agent, corpus: str, kb: KnowledgeBase) -> None:
-    old = agent.ask(TurnRequest("Where do parcels ship from?", corpus))
-    new = agent.ask(TurnRequest("Where do parcels ship from today?", corpus))
+    old = agent.ask(TurnRequest("Where do parcels ship from?", corpus)).to_dict()
+    new = agent.ask(TurnRequest("Where do parcels ship from today?", corpus)).to_dict()
     ran = cli(kb, "feedback", new["turn_id"], "down", "--comment", "wrong city", "--correct", "From Rotterdam.")
     assert ran.returncode == 0, ran.stderr
     with kb.db.connection() as conn:
@@ -155,7 +156,7 @@ def test_distillation_keeps_only_fact_checked_answers(
     teacher_model = ScriptedModel()
     with ScriptedOpenAI(chat=teacher_model) as teacher_server, open_checkpointer(kb.db.url) as checkpointer:
         client = openai.OpenAI(api_key="k", base_url=teacher_server.base_url, max_retries=0, timeout=20)
-        teacher = Agent(agent.settings, kb, client, "teacher", checkpointer)
+        teacher = Agent(agent.settings, kb, ChatEndpoint(client, "teacher"), checkpointer)
         with kb.db.connection() as conn:
             examples, dropped = distilled_examples(teacher, conn)
         assert examples and all(check_example(e) == [] for e in examples)

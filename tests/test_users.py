@@ -16,7 +16,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from agent.chat.app import ChatHandlers
+from agent.chat.handlers import ChatHandlers
 from agent.chat.scripted import scripted_chat
 from agent.core.config import Settings
 from agent.core.turn import Agent, TurnRequest
@@ -272,7 +272,7 @@ def test_users_cli(embedded_db: Database, monkeypatch: pytest.MonkeyPatch) -> No
 def test_a_public_bind_needs_users() -> None:
     import typer
 
-    from agent.cli.app import check_bind
+    from agent.cli.ask import check_bind
 
     assert check_bind("127.0.0.1", login=False, no_login=False) is None
     assert check_bind("::1", login=False, no_login=False) is None

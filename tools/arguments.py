@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from knowledge.errors import LadderError
 
-class ToolArgumentError(ValueError):
+
+class ToolArgumentError(LadderError, ValueError):
     """A model called a tool with arguments it cannot use; the message goes back to the model."""
 
 

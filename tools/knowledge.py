@@ -9,14 +9,25 @@ validated and clamped before they reach the knowledge base.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from knowledge.base import KnowledgeBase
-from knowledge.search import MODES, SearchHit
+from knowledge.search import MODES, QueryExpansion, SearchHit, SearchRequest
 from tools.arguments import ToolArgumentError, decode_arguments
 
-__all__ = ["NAME", "SCHEMA", "ToolArgumentError", "format_passages", "parse_arguments"]
+__all__ = [
+    "NAME",
+    "SCHEMA",
+    "Passage",
+    "ToolArgumentError",
+    "find_passages",
+    "format_passages",
+    "parse_arguments",
+    "passage_of",
+    "search_knowledge",
+]
 
 NAME = "search_knowledge"
 MAX_K = 20
@@ -42,6 +53,18 @@ SCHEMA: dict[str, Any] = {
         },
     },
 }
+
+
+class Passage(TypedDict):
+    """A retrieved passage as a turn keeps it: plain data that a checkpointer can store."""
+
+    chunk_id: int
+    doc_id: str
+    title: str
+    heading: str
+    source: str
+    text: str
+    score: float
 
 
 @dataclass(frozen=True)
@@ -70,15 +93,47 @@ def neutralise(text: str) -> str:
     return _MARKER.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
 
 
-def format_passages(hits: list[SearchHit]) -> str:
-    """Passages as delimited, quoted data with their chunk ids, for a model's context."""
-    if not hits:
+def passage_of(hit: SearchHit) -> Passage:
+    """A search hit as the plain passage a turn keeps (checkpointed, logged, cited)."""
+    return {
+        "chunk_id": hit.chunk_id,
+        "doc_id": hit.doc_id,
+        "title": hit.title,
+        "heading": hit.heading,
+        "source": hit.source,
+        "text": hit.text,
+        "score": hit.score,
+    }
+
+
+def format_passages(passages: Sequence[SearchHit | Passage], *, numbered: bool = False) -> str:
+    """Passages as delimited, quoted data for a model's context: each in its own block with its id
+    (the chunk id, or its number from 1 when ``numbered``, for the model to cite as [n]) and source."""
+    if not passages:
         return "No passages matched."
     blocks = []
-    for hit in hits:
-        source = neutralise(hit.title or hit.doc_id).replace('"', "'")
-        blocks.append(f'<passage id="{hit.chunk_id}" source="{source}">\n{neutralise(hit.text)}\n</passage>')
+    for n, item in enumerate(passages, start=1):
+        passage = passage_of(item) if isinstance(item, SearchHit) else item
+        block_id = n if numbered else passage["chunk_id"]
+        source = neutralise(passage["title"] or passage["doc_id"]).replace('"', "'")
+        blocks.append(f'<passage id="{block_id}" source="{source}">\n{neutralise(passage["text"])}\n</passage>')
     return "\n".join(blocks)
+
+
+def find_passages(
+    kb: KnowledgeBase,
+    collection: str,
+    query: str,
+    *,
+    k: int,
+    mode: str = "hybrid",
+    expansions: Sequence[tuple[str, QueryExpansion]] = (),
+) -> list[SearchHit]:
+    """The search behind the tool, through the knowledge base's pipeline (expansions such as HyDE fused in)."""
+    if mode not in MODES:
+        raise ToolArgumentError(f"unknown search mode {mode!r}")
+    request = SearchRequest(query=query, collection=collection, k=k, mode=mode, expansions=list(expansions))  # type: ignore[arg-type]
+    return kb.searcher.search(request)
 
 
 def search_knowledge(
@@ -88,10 +143,10 @@ def search_knowledge(
     *,
     mode: str = "hybrid",
     default_k: int = 5,
+    expansions: Sequence[tuple[str, QueryExpansion]] = (),
 ) -> tuple[list[SearchHit], str]:
-    """Run the tool: validated arguments in, (hits, text for the model) out."""
-    if mode not in MODES:
-        raise ToolArgumentError(f"unknown search mode {mode!r}")
+    """Run the tool as a caller (a model, MCP) calls it: arguments validated and clamped in,
+    (hits, the passages as text for a model) out."""
     args = parse_arguments(arguments, default_k)
-    hits = kb.search(args.query, collection, k=args.k, mode=mode)  # type: ignore[arg-type]
+    hits = find_passages(kb, collection, args.query, k=args.k, mode=mode, expansions=expansions)
     return hits, format_passages(hits)

@@ -12,10 +12,11 @@ import openai
 from agent.chat.app import ChatServices, build_app, launch
 from agent.core.config import Settings
 from agent.core.turn import Agent, open_checkpointer
+from agent.models.endpoint import ChatEndpoint
+from agent.models.local_server import free_port
 from evals.doubles.scripted_agent import ScriptedModel
 from evals.doubles.scripted_model import ScriptedOpenAI
 from knowledge.base import KnowledgeBase
-from knowledge.pgembed import free_port
 
 
 @dataclass
@@ -42,7 +43,7 @@ def scripted_chat(
         settings = settings.model_copy(update={"openai_base_url": server.base_url, "chat_model": "scripted"})
         client = openai.OpenAI(api_key="scripted", base_url=server.base_url, max_retries=max_retries, timeout=120)
         with open_checkpointer(kb.db) as checkpointer:
-            agent = Agent(settings, kb, client, "scripted", checkpointer)
+            agent = Agent(settings, kb, ChatEndpoint(client, "scripted"), checkpointer)
             services = ChatServices(agent, "scripted", login=login)
             app = build_app(services)
             port = free_port()

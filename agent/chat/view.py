@@ -11,6 +11,9 @@ import time
 import uuid
 from typing import Any
 
+from agent.core.events import StepEvent, TokenEvent, ToolEvent, TurnEvent
+from agent.core.results import Citation, TurnResult
+
 STEP_TITLES = {
     "decompose": "Split the question",
     "research": "Research",
@@ -32,50 +35,50 @@ class TurnView:
         self.answer = ""
         self.started = time.perf_counter()
 
-    def _step_id(self, event: dict[str, Any]) -> str:
-        sub = event.get("sub_question")
-        return f"{self.key}:{event['step']}" + (f":{sub}" if sub is not None else "")
+    def _step_id(self, event: StepEvent) -> str:
+        sub = event.sub_question
+        return f"{self.key}:{event.step}" + (f":{sub}" if sub is not None else "")
 
     def _add(self, message_id: str, message: dict[str, Any]) -> None:
         if message_id not in self.steps:
             self.order.append(message_id)
         self.steps[message_id] = message
 
-    def add(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "token":
-            self.answer += event["text"]
-        elif kind == "step" and event["step"] in STEP_TITLES:
-            self._step(event)
-        elif kind == "tool":
-            self._tool(event)
+    def add(self, event: TurnEvent) -> None:
+        match event:
+            case TokenEvent(text=text):
+                self.answer += text
+            case StepEvent(step=name) if name in STEP_TITLES:
+                self._step(event)
+            case ToolEvent():
+                self._tool(event)
 
-    def _step(self, event: dict[str, Any]) -> None:
+    def _step(self, event: StepEvent) -> None:
         step_id = self._step_id(event)
-        title = STEP_TITLES[event["step"]]
-        if event["step"] == "research" and event.get("question"):
-            title = f"{title}: {event['question']}"
+        title = STEP_TITLES[event.step]
+        if event.step == "research" and event.detail.get("question"):
+            title = f"{title}: {event.detail['question']}"
         previous = self.steps.get(step_id, {})
         metadata: dict[str, Any] = {"title": title, "id": step_id}
         content = previous.get("content", "")
-        if event["status"] == "start":
+        if event.status == "start":
             metadata["status"] = "pending"
         else:
             metadata["status"] = "done"
-            metadata["duration"] = float(event.get("seconds") or 0.0)
-            content = content or _step_summary(event)
+            metadata["duration"] = float(event.seconds or 0.0)
+            content = content or _step_summary(event.step, event.detail)
         self._add(step_id, {"role": "assistant", "content": content, "metadata": metadata})
 
-    def _tool(self, event: dict[str, Any]) -> None:
-        parent = f"{self.key}:query_data" if event["name"] == "query_database" else None
-        if parent is None and event.get("sub_question") is not None:
-            parent = f"{self.key}:research:{event['sub_question']}"
+    def _tool(self, event: ToolEvent) -> None:
+        parent = f"{self.key}:query_data" if event.name == "query_database" else None
+        if parent is None and event.sub_question is not None:
+            parent = f"{self.key}:research:{event.sub_question}"
         tool_id = f"{self.key}:tool:{len(self.order)}"
-        arguments = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in event["arguments"].items())
-        metadata: dict[str, Any] = {"title": f"{event['name']}({arguments})", "id": tool_id, "status": "done"}
+        arguments = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in event.arguments.items())
+        metadata: dict[str, Any] = {"title": f"{event.name}({arguments})", "id": tool_id, "status": "done"}
         if parent in self.steps:
             metadata["parent_id"] = parent
-        self._add(tool_id, {"role": "assistant", "content": _tool_result(event["result"]), "metadata": metadata})
+        self._add(tool_id, {"role": "assistant", "content": _tool_result(event.result), "metadata": metadata})
 
     def messages(self) -> list[dict[str, Any]]:
         """The turn so far: its steps, then the answer as it streams (new objects every call)."""
@@ -84,38 +87,36 @@ class TurnView:
             out.append({"role": "assistant", "content": self.answer})
         return out
 
-    def finish(self, result: dict[str, Any], passages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def finish(self, result: TurnResult) -> list[dict[str, Any]]:
         """The finished turn: steps (fact-check verdicts filled in), the final answer and its citations."""
         for message in self.steps.values():
             metadata = message["metadata"]
             if metadata.get("status") == "pending":  # a step cut short by an error
                 metadata["status"] = "done"
-        verdicts = result.get("fact_check") or []
+        verdicts = result.fact_check
         fact_check = self.steps.get(f"{self.key}:fact_check")
         if fact_check is not None and verdicts:
             fact_check["content"] = "\n".join(
                 f"- {'supported' if v['supported'] else 'NOT supported'}: {v['claim']}" for v in verdicts
             )
         out = [copy.deepcopy(self.steps[i]) for i in self.order]
-        text = result.get("answer") or self.answer
-        if result.get("error") and result["error"] not in text:
-            text = f"{text}\n\n**Error:** {result['error']}" if text else f"**Error:** {result['error']}"
-        out.append({"role": "assistant", "content": text, "metadata": {"id": ANSWER_ID_PREFIX + result["turn_id"]}})
-        out += citation_messages(result.get("citations") or [], passages, self.key)
+        text = result.answer or self.answer
+        if result.error and result.error not in text:
+            text = f"{text}\n\n**Error:** {result.error}" if text else f"**Error:** {result.error}"
+        out.append({"role": "assistant", "content": text, "metadata": {"id": ANSWER_ID_PREFIX + result.turn_id}})
+        out += citation_messages(result.citations, list(result.passages), self.key)
         return out
 
 
-def citation_messages(
-    citations: list[dict[str, Any]], passages: list[dict[str, Any]], key: str
-) -> list[dict[str, Any]]:
+def citation_messages(citations: list[Citation], passages: list[Any], key: str) -> list[dict[str, Any]]:
     """One collapsed message per cited passage: its number and source as the title, the text inside."""
     by_id = {p["chunk_id"]: p for p in passages}
     messages = []
     for position, citation in enumerate(citations, start=1):
-        passage = by_id.get(citation["chunk_id"])
+        passage = by_id.get(citation.chunk_id)
         if passage is None:
             continue
-        number = citation.get("number") or position
+        number = citation.number or position
         text = passage["text"] if len(passage["text"]) <= CITED_CHARS else passage["text"][:CITED_CHARS] + " …"
         heading = f"**{passage['heading']}**\n\n" if passage.get("heading") else ""
         messages.append(
@@ -124,7 +125,7 @@ def citation_messages(
                 "content": f"{heading}{text}\n\n_Source: {passage['source']} (chunk {passage['chunk_id']})_",
                 "metadata": {
                     "title": f"[{number}] {passage.get('title') or passage['doc_id']}",
-                    "id": f"{key}:cite:{citation['chunk_id']}",
+                    "id": f"{key}:cite:{citation.chunk_id}",
                     "status": "done",
                     "log": passage["doc_id"],
                 },
@@ -150,18 +151,18 @@ def turn_id_of(history: list[dict[str, Any]], index: int) -> str | None:
     return None
 
 
-def _step_summary(event: dict[str, Any]) -> str:
-    if event["step"] == "decompose":
-        subs = event.get("sub_questions") or []
+def _step_summary(step: str, detail: dict[str, Any]) -> str:
+    if step == "decompose":
+        subs = detail.get("sub_questions") or []
         return "\n".join(f"- {s}" for s in subs) if len(subs) > 1 else "One question: no split needed."
-    if event["step"] == "research":
-        return f"{len(event.get('passages') or [])} passages kept"
-    if event["step"] == "query_data":
-        return f"{event.get('rows', 0)} rows after {event.get('attempts', 1)} attempt(s)"
-    if event["step"] == "fact_check":
-        if event.get("error"):
-            return f"could not check: {event['error']}"
-        return f"{event.get('claims', 0)} claims, {event.get('unsupported', 0)} unsupported"
+    if step == "research":
+        return f"{len(detail.get('passages') or [])} passages kept"
+    if step == "query_data":
+        return f"{detail.get('rows', 0)} rows after {detail.get('attempts', 1)} attempt(s)"
+    if step == "fact_check":
+        if detail.get("error"):
+            return f"could not check: {detail['error']}"
+        return f"{detail.get('claims', 0)} claims, {detail.get('unsupported', 0)} unsupported"
     return ""
 
 

@@ -13,6 +13,7 @@ from pydantic_settings import SettingsError
 from rich.console import Console
 
 from agent.core.config import Settings, get_settings
+from knowledge.errors import LadderError
 
 # Text is printed as it is: a name, a path or a passage with [brackets] is not markup (pass markup=True to style).
 out = Console(markup=False)
@@ -21,44 +22,10 @@ T = TypeVar("T")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a command turns into one clear line: Ladder's own, and the model endpoint's."""
     from openai import OpenAIError
 
-    from agent.core.turn import QuestionError
-    from agent.models.endpoint import ModelConfigError
-    from agent.models.local_server import LocalModelError
-    from agent.records.access import AccessError
-    from agent.records.turns import FeedbackError
-    from agent.records.users import UserError
-    from evals.eval_sets import EvalSetError
-    from evals.ladder.run import LadderError
-    from knowledge.db import DatabaseError
-    from knowledge.embeddings import EmbeddingError
-    from knowledge.pgembed import EmbeddedPostgresError
-    from knowledge.search import SearchError
-    from knowledge.store import CollectionError
-    from knowledge.tokens import TokenizerError
-    from tools.sql.database import DataSourceError
-    from tools.sql.safety import SQLRefused
-
-    return (
-        DatabaseError,
-        EmbeddedPostgresError,
-        CollectionError,
-        SearchError,
-        EmbeddingError,
-        TokenizerError,
-        LocalModelError,
-        ModelConfigError,
-        OpenAIError,
-        QuestionError,
-        FeedbackError,
-        EvalSetError,
-        LadderError,
-        DataSourceError,
-        SQLRefused,
-        AccessError,
-        UserError,
-    )
+    return (LadderError, OpenAIError)
 
 
 def run(action: Callable[[], T]) -> T:

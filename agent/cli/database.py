@@ -1,6 +1,6 @@
 """The data commands: register and load databases, store SQL examples, ask a database a question.
 
-These functions are wired into the ``ladder`` app by agent/cli.py.
+Wired into the ``ladder`` app by agent/cli/app.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from agent.cli.common import err, load_settings, out, output_file, run
+from agent.cli.common import err, load_settings, out, run
 from evals.datasets import shared_data_dir
 
 
@@ -294,63 +294,45 @@ def examples_clear(db: Annotated[str, typer.Option("--db")]) -> None:
     run(body)
 
 
-def eval_sql(
-    questions: Annotated[Path | None, typer.Option(help="defog-style questions CSV (default: the shared set).")] = None,
-    databases: Annotated[Path | None, typer.Option(help="Folder of <db_name>.sql scripts.")] = None,
-    model: Annotated[str | None, typer.Option(help="Chat model, or 'gold' to score the gold SQL itself.")] = None,
-    fewshot: Annotated[str, typer.Option(help="Modes to run: both, off or on.")] = "both",
-    limit: Annotated[int | None, typer.Option(min=1, help="At most N questions, spread over categories.")] = None,
-    category: Annotated[list[str] | None, typer.Option(help="Only these categories (repeatable).")] = None,
-    reload: Annotated[bool, typer.Option(help="Reload the databases even if they are loaded.")] = False,
-    out_file: Annotated[
-        Path | None, typer.Option("--out", help="Also write every outcome as JSON.", callback=output_file)
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-) -> None:
-    """Execution accuracy of text-to-SQL on defog's sql-eval, per category, without and with few-shot examples."""
-    modes = {"both": ("zero-shot", "few-shot"), "off": ("zero-shot",), "on": ("few-shot",)}
-    if fewshot not in modes:
-        raise typer.BadParameter("use both, off or on", param_hint="--fewshot")
+def db_info(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Where the database is and which migrations it has."""
 
     def body() -> None:
-        from evals.sql.harness import run_sql_eval
+        from knowledge.db import Database, redact_url
 
-        def show(o: Any) -> None:
-            if not as_json:
-                mark = "✓" if o.correct else "✗"
-                err.print(f"{mark} {o.mode:9} {o.db_name:11} #{o.id:<3} {o.seconds:5.1f}s", highlight=False)
-
-        report = run_sql_eval(
-            load_settings(),
-            questions_file=questions,
-            databases_dir=databases,
-            model=model,
-            modes=modes[fewshot],
-            limit=limit,
-            categories=set(category) if category else None,
-            reload=reload,
-            progress=show,
-        )
-        payload = report.to_dict()
-        if out_file:
-            out_file.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+            vector = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+            migrations = [
+                f"{v:04d}_{n}" for v, n in conn.execute("SELECT version, name FROM schema_migrations ORDER BY 1")
+            ]
+            info = {
+                "url": redact_url(db.url),
+                "embedded": db.embedded is not None,
+                "data_dir": str(db.embedded.root) if db.embedded else None,
+                "postgres": version,
+                "pgvector": vector[0] if vector else None,
+                "migrations": migrations,
+            }
         if as_json:
-            print(json.dumps({k: v for k, v in payload.items() if k != "outcomes"}, default=str))
-            if report.stopped:
-                raise typer.Exit(1)
-            return
-        accuracy = payload["accuracy"]
-        table = Table(title=f"execution accuracy: {report.model} ({payload['questions']} questions)")
-        table.add_column("category")
-        for mode in accuracy:
-            table.add_column(mode, justify="right")
-        for name in sorted({c for cells in accuracy.values() for c in cells}, key=lambda c: (c == "all", c)):
-            table.add_row(name, *(f"{cells.get(name, 0):.1%}" for cells in accuracy.values()))
-        out.print(table)
-        for note in report.skipped:
-            err.print(f"skipped {note}", highlight=False, markup=False)
-        if report.stopped:
-            err.print(f"error: stopped early: {report.stopped}", style="red", highlight=False, markup=False)
+            print(json.dumps(info, indent=2))
+        else:
+            for key, value in info.items():
+                out.print(f"{key}: {value}", highlight=False)
+
+    run(body)
+
+
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL server (it starts again on the next command)."""
+    from knowledge.pgembed import EmbeddedPostgres
+
+    def body() -> None:
+        settings = load_settings()
+        if settings.database_url:
+            err.print("DATABASE_URL is set: Ladder does not manage that server.")
             raise typer.Exit(1)
+        EmbeddedPostgres(settings.data_dir).stop()
+        out.print("stopped")
 
     run(body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -187,5 +187,67 @@ def eval_sweep_chunks(
         for row in rows:
             table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
         out.print(table)
+
+    run(body)
+
+
+def eval_sql(
+    questions: Annotated[Path | None, typer.Option(help="defog-style questions CSV (default: the shared set).")] = None,
+    databases: Annotated[Path | None, typer.Option(help="Folder of <db_name>.sql scripts.")] = None,
+    model: Annotated[str | None, typer.Option(help="Chat model, or 'gold' to score the gold SQL itself.")] = None,
+    fewshot: Annotated[str, typer.Option(help="Modes to run: both, off or on.")] = "both",
+    limit: Annotated[int | None, typer.Option(min=1, help="At most N questions, spread over categories.")] = None,
+    category: Annotated[list[str] | None, typer.Option(help="Only these categories (repeatable).")] = None,
+    reload: Annotated[bool, typer.Option(help="Reload the databases even if they are loaded.")] = False,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Also write every outcome as JSON.", callback=output_file)
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Execution accuracy of text-to-SQL on defog's sql-eval, per category, without and with few-shot examples."""
+    modes = {"both": ("zero-shot", "few-shot"), "off": ("zero-shot",), "on": ("few-shot",)}
+    if fewshot not in modes:
+        raise typer.BadParameter("use both, off or on", param_hint="--fewshot")
+
+    def body() -> None:
+        from evals.sql.harness import run_sql_eval
+
+        def show(o: Any) -> None:
+            if not as_json:
+                mark = "✓" if o.correct else "✗"
+                err.print(f"{mark} {o.mode:9} {o.db_name:11} #{o.id:<3} {o.seconds:5.1f}s", highlight=False)
+
+        report = run_sql_eval(
+            load_settings(),
+            questions_file=questions,
+            databases_dir=databases,
+            model=model,
+            modes=modes[fewshot],
+            limit=limit,
+            categories=set(category) if category else None,
+            reload=reload,
+            progress=show,
+        )
+        payload = report.to_dict()
+        if out_file:
+            out_file.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
+        if as_json:
+            print(json.dumps({k: v for k, v in payload.items() if k != "outcomes"}, default=str))
+            if report.stopped:
+                raise typer.Exit(1)
+            return
+        accuracy = payload["accuracy"]
+        table = Table(title=f"execution accuracy: {report.model} ({payload['questions']} questions)")
+        table.add_column("category")
+        for mode in accuracy:
+            table.add_column(mode, justify="right")
+        for name in sorted({c for cells in accuracy.values() for c in cells}, key=lambda c: (c == "all", c)):
+            table.add_row(name, *(f"{cells.get(name, 0):.1%}" for cells in accuracy.values()))
+        out.print(table)
+        for note in report.skipped:
+            err.print(f"skipped {note}", highlight=False, markup=False)
+        if report.stopped:
+            err.print(f"error: stopped early: {report.stopped}", style="red", highlight=False, markup=False)
+            raise typer.Exit(1)
 
     run(body)

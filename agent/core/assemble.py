@@ -1,9 +1,13 @@
-"""Build the runtime objects (database, embedder, knowledge base) from the settings."""
+"""Assemble the runtime from the settings: the knowledge base, and the agent on a chat endpoint.
+
+``open_agent`` is the one place an agent is put together for real use (the CLI, the chat, the eval
+runner, the benchmarks); tests and the scripted servers build ``Agent`` directly on a scripted endpoint.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from agent.core.config import Settings
 from agent.core.turn import Agent, open_checkpointer
@@ -30,11 +34,14 @@ def open_knowledge_base(settings: Settings) -> Iterator[KnowledgeBase]:
 
 
 @contextmanager
-def open_agent(settings: Settings) -> Iterator[Agent]:
-    """The agent on the configured database, knowledge base and chat model; all closed on exit."""
-    with (
-        open_knowledge_base(settings) as kb,
-        open_chat_endpoint(settings) as endpoint,
-        open_checkpointer(kb.db) as checkpointer,
-    ):
-        yield Agent.on_endpoint(settings, kb, endpoint, checkpointer)
+def open_agent(settings: Settings, *, kb: KnowledgeBase | None = None, model: str | None = None) -> Iterator[Agent]:
+    """The agent on the configured chat model (or ``model``), on ``kb`` or the configured knowledge base.
+
+    Everything it opens (the embedded model server, the database pool, the checkpointer) closes on exit.
+    """
+    with ExitStack() as stack:
+        if kb is None:
+            kb = stack.enter_context(open_knowledge_base(settings))
+        endpoint = stack.enter_context(open_chat_endpoint(settings, model))
+        checkpointer = stack.enter_context(open_checkpointer(kb.db))
+        yield Agent(settings, kb, endpoint, checkpointer)

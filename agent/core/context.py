@@ -12,13 +12,14 @@ from dataclasses import dataclass, field, fields
 from agent.core.config import Settings
 from agent.models.calls import ModelCaller
 from knowledge.base import KnowledgeBase
+from knowledge.errors import LadderError
 from tools.sql.database import DataSource
 
 EMBEDDED_PASSAGE_TOKENS = 500
 SWITCHES = ("fewshot", "retrieval", "hyde", "rerank", "decompose", "fact_check")
 
 
-class SwitchError(ValueError):
+class SwitchError(LadderError, ValueError):
     """An unknown technique switch or value."""
 
 
@@ -94,7 +95,7 @@ class TurnContext:
     """Everything a node needs that is not state."""
 
     caller: ModelCaller
-    kb: KnowledgeBase | None
+    kb: KnowledgeBase
     collection: str
     switches: Switches
     limits: Limits

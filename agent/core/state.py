@@ -5,13 +5,9 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Any, TypedDict
 
+from tools.knowledge import Passage
 
-class Passage(TypedDict):
-    chunk_id: int
-    doc_id: str
-    title: str
-    text: str
-    score: float
+__all__ = ["Passage", "Research", "ResearchTask", "TurnState", "Verdict"]
 
 
 class Research(TypedDict):
@@ -48,6 +44,7 @@ class TurnState(TypedDict, total=False):
     domain: str
     sub_questions: list[str]
     research: Annotated[list[Research], research_reducer]
+    passages: list[Passage]  # what the draft was given, numbered as it cites them
     draft: str
     fact_check: list[Verdict]
     revised: bool

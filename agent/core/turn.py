@@ -23,14 +23,19 @@ from psycopg.rows import dict_row
 
 from agent.core.config import Settings
 from agent.core.context import Limits, Switches, TurnContext
+from agent.core.events import TokenEvent, TurnEvent
 from agent.core.graph import build_graph
+from agent.core.results import Citation, TurnResult
+from agent.core.state import Research
 from agent.models.calls import BudgetExceeded, ModelCaller, StreamInterrupted
+from agent.models.endpoint import ChatEndpoint
 from agent.records.access import check_read, check_thread
 from agent.records.outbox import TurnOutbox
-from agent.records.turns import finish_turn, start_turn
+from agent.records.turns import TurnCompletion, finish_turn, start_turn
 from agent.records.users import User
 from knowledge.base import KnowledgeBase
 from knowledge.db import POOL_TIMEOUT_S, Database, DatabaseUnavailable, ResilientPool, as_unavailable
+from knowledge.errors import LadderError
 from knowledge.tokens import count_tokens
 from tools.sql.database import DataSource, DataSourceError
 from tools.sql.sources import get_source
@@ -53,11 +58,27 @@ LOGGED_SETTINGS = (
     "hybrid_keyword_weight",
     "rrf_k",
 )
+# What a face shows as a message rather than a failure: Ladder's own errors, and the model endpoint's.
+USER_ERRORS: tuple[type[Exception], ...] = (LadderError, openai.OpenAIError)
 RECURSION_LIMIT = 40  # supersteps per turn; the graph needs 7 plus one per sub-question
-Event = dict[str, Any]
+# Per-turn fields of the thread's state, reset at the start of every turn.
+FRESH_STATE: dict[str, Any] = {
+    "route": "",
+    "domain": "",
+    "sub_questions": [],
+    "research": None,
+    "passages": [],
+    "draft": "",
+    "fact_check": [],
+    "revised": False,
+    "answer": "",
+    "citations": [],
+    "data": {},
+    "errors": None,
+}
 
 
-class QuestionError(ValueError):
+class QuestionError(LadderError, ValueError):
     """The question cannot be asked as it is (empty, or over the token budget)."""
 
 
@@ -113,60 +134,79 @@ def open_checkpointer(db: Database | str) -> Iterator[PostgresSaver]:
         yield saver
 
 
-class Agent:
-    """The compiled graph with its checkpointer, the knowledge base and a model endpoint."""
+def failure_message(exc: BaseException, client: openai.OpenAI) -> str | None:
+    """What to tell the user when a turn stops on ``exc``; None for an error that is a bug, not a failure."""
+    match exc:
+        case BudgetExceeded():
+            return f"{exc}; the answer may be incomplete"
+        case StreamInterrupted():
+            return str(exc)
+        case DataSourceError():
+            return f"the database could not be read: {exc}"
+        case GraphRecursionError():
+            return f"the turn took more than {RECURSION_LIMIT} steps and was stopped"
+        case openai.APITimeoutError():
+            return (
+                f"the model endpoint did not answer within {client.timeout} s (LADDER_LLM_TIMEOUT_S)"
+                f" after {client.max_retries} retries"
+            )
+        case openai.APIStatusError():
+            return f"the model endpoint answered {exc.status_code}: {_short(exc)}"
+        case openai.APIConnectionError():
+            return f"the model endpoint could not be reached ({_short(exc)}); check OPENAI_BASE_URL or the local model"
+        case openai.OpenAIError():
+            return f"the model call failed: {_short(exc)}"
+        case DatabaseUnavailable() | psycopg.OperationalError():
+            unavailable = as_unavailable(exc)  # the database went away mid-turn: fail the turn, say so
+            return None if unavailable is None else str(unavailable)
+    return None
 
-    def __init__(
-        self,
-        settings: Settings,
-        kb: KnowledgeBase | None,
-        client: openai.OpenAI,
-        model: str,
-        checkpointer: Any,
-        *,
-        json_mode: str = "json_schema",
-        embedded: bool = False,
-    ) -> None:
+
+class Agent:
+    """The compiled graph with its checkpointer, the knowledge base and a chat endpoint."""
+
+    def __init__(self, settings: Settings, kb: KnowledgeBase, endpoint: ChatEndpoint, checkpointer: Any) -> None:
         self.settings = settings
         self.kb = kb
-        self.client = client
-        self.model = model
-        self.json_mode = json_mode
-        self.embedded = embedded
+        self.endpoint = endpoint
         self.graph = build_graph(checkpointer)
         self.outbox = TurnOutbox(self._write_completion)  # completions waiting for the database to come back
 
-    @classmethod
-    def on_endpoint(cls, settings: Settings, kb: KnowledgeBase | None, endpoint: Any, checkpointer: Any) -> Agent:
-        """An agent on an open chat endpoint (agent.models.endpoint.ChatEndpoint)."""
-        return cls(
-            settings,
-            kb,
-            endpoint.client,
-            endpoint.model,
-            checkpointer,
-            json_mode=endpoint.json_mode,
-            embedded=endpoint.embedded,
-        )
+    @property
+    def model(self) -> str:
+        return self.endpoint.model
 
-    def ask(self, request: TurnRequest, on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
-        """Run a turn; stream events to ``on_event``; return the answer with citations and checks."""
+    def variant(self, settings: Settings) -> Agent:
+        """The same agent (knowledge base, endpoint, checkpoints) with other settings: one rung of a ladder."""
+        return Agent(settings, self.kb, self.endpoint, self.graph.checkpointer)
+
+    def ask(self, request: TurnRequest, on_event: Callable[[TurnEvent], None] | None = None) -> TurnResult:
+        """Run a turn; stream events to ``on_event``; return the answer with citations, checks and passages."""
+        question = check_question(request.question, self.settings)
+        context = self._context(request)
+        thread_id = request.thread_id or uuid.uuid4().hex
+        turn_id = uuid.uuid4().hex
+        self._start(request, question, turn_id, thread_id, context.switches)
+        final, error, events = self._run(question, thread_id, context, on_event)
+        result = self._result(final, error, context, turn_id, thread_id)
+        self._complete(turn_id, self._completion(result, final, events, context.caller))
+        return result
+
+    def _context(self, request: TurnRequest) -> TurnContext:
         settings = self.settings
-        question = check_question(request.question, settings)
-        switches = Switches.from_settings(settings, request.switches)
         caller = ModelCaller(
-            self.client,
-            self.model,
+            self.endpoint.client,
+            self.endpoint.model,
             max_calls=settings.max_model_calls,
-            json_mode=self.json_mode,  # type: ignore[arg-type]
+            json_mode=self.endpoint.json_mode,  # type: ignore[arg-type]
             max_tokens=settings.answer_max_tokens,
         )
-        context = TurnContext(
+        return TurnContext(
             caller=caller,
             kb=self.kb,
             collection=request.collection,
-            switches=switches,
-            limits=Limits.from_settings(settings, embedded=self.embedded),
+            switches=Switches.from_settings(settings, request.switches),
+            limits=Limits.from_settings(settings, embedded=self.endpoint.embedded),
             search_mode=settings.search_mode,
             research_mode=settings.research_mode,
             rerank_method=settings.rerank_method,
@@ -174,8 +214,9 @@ class Agent:
             cross_encoder_path=str(settings.cross_encoder_path) if settings.cross_encoder_path else None,
             data_source=self._data_source(request.database),
         )
-        thread_id = request.thread_id or uuid.uuid4().hex
-        turn_id = uuid.uuid4().hex
+
+    def _start(self, request: TurnRequest, question: str, turn_id: str, thread_id: str, switches: Switches) -> None:
+        """Check the user may ask here, then log the turn as running (before the graph runs)."""
         if request.user is not None:
             self._log(check_thread, thread_id, request.user)
             self._log(check_read, request.collection, request.user)
@@ -190,123 +231,100 @@ class Agent:
             switches=switches.as_dict(),
             user_id=request.user.id if request.user is not None else None,
         )
+
+    def _run(
+        self, question: str, thread_id: str, context: TurnContext, on_event: Callable[[TurnEvent], None] | None
+    ) -> tuple[dict[str, Any], str | None, list[TurnEvent]]:
+        """Stream the graph: (final state, the failure that stopped it or None, every event but tokens)."""
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": RECURSION_LIMIT}
-        fresh = {
-            "question": question,
-            "route": "",
-            "domain": "",
-            "sub_questions": [],
-            "research": None,
-            "draft": "",
-            "fact_check": [],
-            "revised": False,
-            "answer": "",
-            "citations": [],
-            "data": {},
-            "errors": None,
-        }
         final: dict[str, Any] = {}
-        error: str | None = None
-        steps: list[Event] = []  # every event but the tokens, for the turn log
+        events: list[TurnEvent] = []
         try:
-            for mode, chunk in self.graph.stream(fresh, config, context=context, stream_mode=["custom", "values"]):
-                if mode == "custom":
-                    if chunk.get("type") != "token":
-                        steps.append(chunk)
-                    if on_event is not None:
-                        on_event(chunk)
-                elif mode == "values":
+            for mode, chunk in self.graph.stream(
+                {**FRESH_STATE, "question": question}, config, context=context, stream_mode=["custom", "values"]
+            ):
+                if mode == "values":
                     final = chunk
-        except BudgetExceeded as exc:
-            error = f"{exc}; the answer may be incomplete"
-        except StreamInterrupted as exc:
-            error = str(exc)
-        except DataSourceError as exc:
-            error = f"the database could not be read: {exc}"
-        except GraphRecursionError:
-            error = f"the turn took more than {RECURSION_LIMIT} steps and was stopped"
-        except openai.APITimeoutError:
-            error = (
-                f"the model endpoint did not answer within {self.client.timeout} s (LADDER_LLM_TIMEOUT_S)"
-                f" after {self.client.max_retries} retries"
-            )
-        except openai.APIStatusError as exc:
-            error = f"the model endpoint answered {exc.status_code}: {_short(exc)}"
-        except openai.APIConnectionError as exc:
-            error = f"the model endpoint could not be reached ({_short(exc)}); check OPENAI_BASE_URL or the local model"
-        except openai.OpenAIError as exc:
-            error = f"the model call failed: {_short(exc)}"
-        except (DatabaseUnavailable, psycopg.OperationalError) as exc:
-            unavailable = as_unavailable(exc)  # the database went away mid-turn: fail the turn, say so
-            if unavailable is None:
+                    continue
+                if not isinstance(chunk, TokenEvent):
+                    events.append(chunk)
+                if on_event is not None:
+                    on_event(chunk)
+        except Exception as exc:
+            error = failure_message(exc, self.endpoint.client)
+            if error is None:
                 raise
-            error = str(unavailable)
-        if error is not None:
-            final = {**final, **self._partial(thread_id)}
+            return {**final, **self._partial(thread_id)}, error, events
+        return final, None, events
+
+    def _result(
+        self, final: dict[str, Any], error: str | None, context: TurnContext, turn_id: str, thread_id: str
+    ) -> TurnResult:
         answer = final.get("answer") or final.get("draft") or ""
         if error is not None and not answer:
             answer = f"I could not answer: {error}."
-        result = {
-            "answer": answer,
-            "citations": [
-                {"number": c.get("number"), "doc_id": c["doc_id"], "chunk_id": c["chunk_id"]}
-                for c in final.get("citations") or []
-            ],
-            "sub_questions": final.get("sub_questions") or [],
-            "fact_check": final.get("fact_check") or [],
-            "revised": bool(final.get("revised")),
-            "usage": caller.usage(settings.prompt_cost_per_1m, settings.completion_cost_per_1m),
-            "switches": switches.as_dict(),
-            "turn_id": turn_id,
-            "thread_id": thread_id,
-            "errors": list(final.get("errors") or []),
-        }
-        if final.get("data"):
-            result["data"] = final["data"]
-        if error is not None:
-            result["error"] = error
-        details = {
-            "model": self.model,
-            "settings": {name: getattr(settings, name) for name in LOGGED_SETTINGS},
-            "sub_questions": final.get("sub_questions") or [],
-            "draft": final.get("draft") or None,
-            "fact_check": final.get("fact_check") or [],
-            "passages": _ranked_passages(final.get("research") or []),
-            "events": steps,
-            "model_calls": caller.stats.log,
-        }
-        self._complete(turn_id, result, details)
-        return result
+        settings = self.settings
+        return TurnResult(
+            answer=answer,
+            turn_id=turn_id,
+            thread_id=thread_id,
+            citations=[Citation(c.get("number"), c["doc_id"], c["chunk_id"]) for c in final.get("citations") or []],
+            passages=list(final.get("passages") or []),
+            retrieved=ranked_passages(final.get("research") or []),
+            sub_questions=list(final.get("sub_questions") or []),
+            fact_check=list(final.get("fact_check") or []),
+            revised=bool(final.get("revised")),
+            usage=context.caller.usage(settings.prompt_cost_per_1m, settings.completion_cost_per_1m),
+            switches=context.switches.as_dict(),
+            errors=list(final.get("errors") or []),
+            data=final.get("data") or None,
+            error=error,
+        )
 
-    def _complete(self, turn_id: str, result: dict[str, Any], details: dict[str, Any]) -> None:
+    def _completion(
+        self, result: TurnResult, final: dict[str, Any], events: list[TurnEvent], caller: ModelCaller
+    ) -> TurnCompletion:
+        return TurnCompletion(
+            answer=result.answer,
+            citations=[c.to_dict() for c in result.citations],
+            usage=result.usage,
+            data=result.data,
+            error=result.error,
+            model=self.endpoint.model,
+            settings={name: getattr(self.settings, name) for name in LOGGED_SETTINGS},
+            sub_questions=result.sub_questions,
+            draft=final.get("draft") or None,
+            fact_check=list(result.fact_check),
+            passages=result.retrieved,
+            events=[event.to_dict() for event in events],
+            model_calls=caller.stats.log,
+        )
+
+    def _complete(self, turn_id: str, completion: TurnCompletion) -> None:
         """Write the turn's completion; while the database is away, the outbox keeps it to write later."""
         try:
-            self._log(finish_turn, turn_id, result, details)
+            self._log(finish_turn, turn_id, completion)
         except (DatabaseUnavailable, psycopg.Error) as exc:  # the answer still reaches the user
             if as_unavailable(exc) is None:
                 log.warning("could not complete turn %s in the log: %s", turn_id, exc)
                 return
             log.warning("turn %s waits to be completed in the log: %s", turn_id, exc)
-            self.outbox.add(turn_id, result, details)
+            self.outbox.add(turn_id, completion)
 
-    def _write_completion(self, turn_id: str, result: dict[str, Any], details: dict[str, Any]) -> None:
-        if self.kb is not None:
-            with self.kb.db.connection() as conn:
-                finish_turn(conn, turn_id, result, details)
+    def _write_completion(self, turn_id: str, completion: TurnCompletion) -> None:
+        with self.kb.db.connection() as conn:
+            finish_turn(conn, turn_id, completion)
 
     def _log(self, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
-        if self.kb is not None:
-            if len(self.outbox):  # the database may be back: earlier turns' completions go first
-                self.outbox.flush()
-            with self.kb.db.connection() as conn:
-                write(conn, *args, **kwargs)
+        if len(self.outbox):  # the database may be back: earlier turns' completions go first
+            self.outbox.flush()
+        with self.kb.db.connection() as conn:
+            write(conn, *args, **kwargs)
 
     def _data_source(self, name: str | None) -> DataSource | None:
         """The picked database, opened read-only (a clear DataSourceError when it is unknown)."""
         if not name:
             return None
-        if self.kb is None:
-            raise DataSourceError("answering from a database needs Ladder's own database for the registry")
         settings = self.settings
         with self.kb.db.connection() as conn:
             return get_source(
@@ -322,7 +340,7 @@ class Agent:
         return dict(snapshot.values or {})
 
 
-def _ranked_passages(research: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def ranked_passages(research: list[Research]) -> list[dict[str, Any]]:
     """Every retrieved passage with its sub-question, rank and score (text kept: chunks can change later)."""
     return [
         {"sub_question": item["index"], "rank": rank, **passage}

@@ -11,16 +11,34 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from openai import OpenAI
+from pydantic import SecretStr
 
-from agent.core.config import Settings
 from agent.models.local_server import LocalModelServer, resolve_model_file
+from knowledge.errors import LadderError
 
 DEFAULT_OPENAI_CHAT_MODEL = "gpt-4o-mini"
 
 
-class ModelConfigError(ValueError):
+class EndpointSettings(Protocol):
+    """The settings a chat endpoint is opened from (agent.core.config.Settings has them all)."""
+
+    openai_base_url: str | None
+    openai_api_key: SecretStr | None
+    chat_model: str | None
+    local_model: str
+    local_model_path: Path | None
+    llm_threads: int
+    llm_context_tokens: int
+    llm_timeout_s: float
+    llm_max_retries: int
+    llm_json_mode: str
+
+
+class ModelConfigError(LadderError, ValueError):
     """The chat model settings do not name a usable model."""
 
 
@@ -30,12 +48,12 @@ class ChatEndpoint:
 
     client: OpenAI
     model: str
-    embedded: bool
-    base_url: str
+    embedded: bool = False
+    base_url: str = ""
     json_mode: str = "json_schema"  # how JSON replies are constrained at this endpoint
 
 
-def local_threads(settings: Settings) -> int:
+def local_threads(settings: EndpointSettings) -> int:
     """Threads for the embedded model: the setting, else 1 under CI and tests, else 2.
 
     Measured: with another process busy, 2 threads collapsed to 0.7-3 tokens/s while 1 thread
@@ -48,11 +66,11 @@ def local_threads(settings: Settings) -> int:
     return min(2, os.cpu_count() or 1)
 
 
-def endpoint_is_configured(settings: Settings) -> bool:
+def endpoint_is_configured(settings: EndpointSettings) -> bool:
     return bool(settings.openai_base_url or settings.openai_api_key)
 
 
-def remote_model_name(settings: Settings, model: str | None) -> str:
+def remote_model_name(settings: EndpointSettings, model: str | None) -> str:
     name = model or settings.chat_model
     if name:
         return name
@@ -64,7 +82,7 @@ def remote_model_name(settings: Settings, model: str | None) -> str:
 
 
 @contextmanager
-def open_chat_endpoint(settings: Settings, model: str | None = None) -> Iterator[ChatEndpoint]:
+def open_chat_endpoint(settings: EndpointSettings, model: str | None = None) -> Iterator[ChatEndpoint]:
     """A chat endpoint for ``model`` (default: the chat model); the embedded server stops on exit."""
     if endpoint_is_configured(settings):
         client = OpenAI(

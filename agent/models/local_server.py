@@ -15,6 +15,7 @@ import importlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,13 +28,20 @@ from pathlib import Path
 
 import platformdirs
 
-from knowledge.pgembed import free_port
+from knowledge.errors import LadderError
 
 log = logging.getLogger(__name__)
 _CHUNK = 8 * 1024 * 1024
 
 
-class LocalModelError(RuntimeError):
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on ``host`` (for the model server, and the tests' servers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalModelError(LadderError, RuntimeError):
     """The embedded model could not be prepared or started; the message says what to do."""
 
 

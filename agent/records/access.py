@@ -12,12 +12,13 @@ import psycopg
 
 from agent.records.users import User, get_user
 from knowledge.embeddings import Embedder
+from knowledge.errors import LadderError
 from knowledge.store import ensure_collection, get_collection
 
 Visibility = Literal["private", "shared"]
 
 
-class AccessError(PermissionError):
+class AccessError(LadderError, PermissionError):
     """The user may not read or change this; the message is safe to show them."""
 
 

@@ -14,18 +14,17 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 
+from agent.records.turns import TurnCompletion
 from knowledge.db import connection_lost
 
 log = logging.getLogger(__name__)
 
-Completion = tuple[dict[str, Any], dict[str, Any]]  # the turn's result and its details
-Writer = Callable[[str, dict[str, Any], dict[str, Any]], None]  # writes one completion (turn_log.finish_turn)
+Writer = Callable[[str, TurnCompletion], None]  # writes one completion (turns.finish_turn)
 
 
 class TurnOutbox:
-    """Completions waiting for the database, oldest first, written by ``write(turn_id, result, details)``."""
+    """Completions waiting for the database, oldest first, written by ``write(turn_id, completion)``."""
 
     def __init__(
         self, write: Writer, *, limit: int = 500, first_delay_s: float = 1.0, max_delay_s: float = 30.0
@@ -34,7 +33,7 @@ class TurnOutbox:
         self.limit = limit
         self.first_delay_s = first_delay_s
         self.max_delay_s = max_delay_s
-        self._pending: OrderedDict[str, Completion] = OrderedDict()
+        self._pending: OrderedDict[str, TurnCompletion] = OrderedDict()
         self._lock = threading.Lock()  # guards _pending and _retrier
         self._flushing = threading.Lock()  # one writer at a time, so a completion is written once
         self._retrier: threading.Thread | None = None
@@ -48,7 +47,7 @@ class TurnOutbox:
         with self._lock:
             return list(self._pending)
 
-    def add(self, turn_id: str, result: dict[str, Any], details: dict[str, Any]) -> None:
+    def add(self, turn_id: str, completion: TurnCompletion) -> None:
         """Keep a completion to write later, and make sure a retry thread is on it."""
         with self._lock:
             if len(self._pending) >= self.limit and turn_id not in self._pending:
@@ -58,7 +57,7 @@ class TurnOutbox:
                     len(self._pending),
                 )
                 return
-            self._pending[turn_id] = (result, details)
+            self._pending[turn_id] = completion
             if self._retrier is None or not self._retrier.is_alive():
                 self._retrier = threading.Thread(target=self._retry, name="ladder-turn-outbox", daemon=True)
                 self._retrier.start()
@@ -77,9 +76,9 @@ class TurnOutbox:
                 with self._lock:
                     if not self._pending:
                         return written
-                    turn_id, (result, details) = next(iter(self._pending.items()))
+                    turn_id, completion = next(iter(self._pending.items()))
                 try:
-                    self._write(turn_id, result, details)
+                    self._write(turn_id, completion)
                 except Exception as exc:
                     if connection_lost(exc):
                         return written

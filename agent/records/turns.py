@@ -4,17 +4,20 @@ attaches to a turn. A turn left ``running`` by a crash stays visible as incomple
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from knowledge.errors import LadderError
+
 MAX_COMMENT_CHARS = 4000
 MAX_CORRECTION_CHARS = 20_000  # the feedback table's own check
 
 
-class FeedbackError(ValueError):
+class FeedbackError(LadderError, ValueError):
     """Feedback that cannot be stored (unknown turn, bad rating, too long); the message says which."""
 
 
@@ -38,15 +41,30 @@ def start_turn(
         )
 
 
-def finish_turn(
-    conn: psycopg.Connection, turn_id: str, result: dict[str, Any], details: dict[str, Any] | None = None
-) -> None:
-    """Complete the turn with the answer (``failed`` when the result carries an error) and its details:
-    model, settings, sub_questions, draft, fact_check, passages, events, model_calls."""
-    details = details or {}
+@dataclass
+class TurnCompletion:
+    """What the log keeps of a finished turn: its outcome and every detail needed to rebuild it."""
 
-    def js(key: str) -> Jsonb | None:
-        return Jsonb(details[key]) if details.get(key) is not None else None
+    answer: str
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] | None = None
+    error: str | None = None  # set: the turn is logged as failed
+    model: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    sub_questions: list[str] = field(default_factory=list)
+    draft: str | None = None
+    fact_check: list[dict[str, Any]] = field(default_factory=list)
+    passages: list[dict[str, Any]] = field(default_factory=list)  # every retrieved one, with rank and score
+    events: list[dict[str, Any]] = field(default_factory=list)
+    model_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+def finish_turn(conn: psycopg.Connection, turn_id: str, done: TurnCompletion) -> None:
+    """Complete the turn with its answer (``failed`` when it carries an error) and its details."""
+
+    def js(value: Any) -> Jsonb | None:
+        return Jsonb(value) if value else None
 
     with conn.transaction():
         conn.execute(
@@ -54,20 +72,20 @@ def finish_turn(
             " model = %s, settings = %s, sub_questions = %s, draft = %s, fact_check = %s, passages = %s,"
             " events = %s, model_calls = %s, finished_at = now() WHERE turn_id = %s",
             (
-                "failed" if result.get("error") else "done",
-                result.get("answer"),
-                Jsonb(result.get("citations") or []),
-                Jsonb(result.get("data")) if result.get("data") else None,
-                Jsonb(result.get("usage") or {}),
-                result.get("error"),
-                details.get("model"),
-                Jsonb(details.get("settings") or {}),
-                js("sub_questions"),
-                details.get("draft"),
-                js("fact_check"),
-                js("passages"),
-                js("events"),
-                js("model_calls"),
+                "failed" if done.error else "done",
+                done.answer,
+                Jsonb(done.citations),
+                js(done.data),
+                Jsonb(done.usage),
+                done.error,
+                done.model,
+                Jsonb(done.settings),
+                js(done.sub_questions),
+                done.draft or None,
+                js(done.fact_check),
+                js(done.passages),
+                js(done.events),
+                js(done.model_calls),
                 turn_id,
             ),
         )

@@ -15,6 +15,8 @@ import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from knowledge.errors import LadderError
+
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 1024  # Argon2 takes any length; a bound keeps a login from being a CPU lever
@@ -24,7 +26,7 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
-class UserError(ValueError):
+class UserError(LadderError, ValueError):
     """A user operation that cannot be done as asked; the message says why."""
 
 

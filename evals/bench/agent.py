@@ -16,12 +16,13 @@ import numpy as np
 import openai
 from rich.console import Console
 
-from agent.core.assemble import open_knowledge_base
+from agent.core.assemble import open_agent, open_knowledge_base
 from agent.core.config import Settings
+from agent.core.events import TokenEvent, TurnEvent
 from agent.core.steps.decompose import split_question
 from agent.core.turn import Agent, TurnRequest, open_checkpointer
 from agent.models.calls import ModelCaller
-from agent.models.endpoint import open_chat_endpoint
+from agent.models.endpoint import ChatEndpoint, open_chat_endpoint
 from evals.datasets import load_fanoutqa
 from evals.doubles.scripted_agent import ScriptedModel
 from evals.doubles.scripted_model import ScriptedOpenAI
@@ -45,7 +46,7 @@ def _local(settings: Settings) -> Settings:
 
 def _scripted_agent(kb: KnowledgeBase, settings: Settings, server: ScriptedOpenAI, checkpointer: Any) -> Agent:
     client = openai.OpenAI(api_key="k", base_url=server.base_url, max_retries=0, timeout=60)
-    return Agent(settings, kb, client, "scripted", checkpointer)
+    return Agent(settings, kb, ChatEndpoint(client, "scripted"), checkpointer)
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -71,25 +72,22 @@ def bench_fan_out(kb: KnowledgeBase, settings: Settings, delay_s: float = 1.0) -
         agent = _scripted_agent(kb, settings, server, saver)
         one = min(_timed(lambda: agent.ask(TurnRequest(ONE_PART, COLLECTION, switches=switches))) for _ in range(2))
         four = min(_timed(lambda: agent.ask(TurnRequest(FOUR_PARTS, COLLECTION, switches=switches))) for _ in range(2))
-        calls = agent.ask(TurnRequest(FOUR_PARTS, COLLECTION, switches=switches))["usage"]["model_calls"]
+        calls = agent.ask(TurnRequest(FOUR_PARTS, COLLECTION, switches=switches)).usage["model_calls"]
     return {"one_part_s": one, "four_part_s": four, "ratio": four / one, "four_part_model_calls": calls}
 
 
 def bench_embedded(kb: KnowledgeBase, settings: Settings) -> dict[str, Any]:
     """The embedded model end to end: a two-part question, time to first token, tokens per second."""
     local = _local(settings)
-    with open_chat_endpoint(local) as endpoint, open_checkpointer(kb.db.url) as checkpointer:
-        agent = Agent(
-            local, kb, endpoint.client, endpoint.model, checkpointer, json_mode=endpoint.json_mode, embedded=True
-        )
+    with open_agent(local, kb=kb) as agent:
         started = time.perf_counter()
         first_token: list[float] = []
 
         token_times: list[float] = []
 
-        def watch(event: dict[str, Any]) -> None:
+        def watch(event: TurnEvent) -> None:
             now = time.perf_counter() - started
-            if event["type"] == "token":
+            if isinstance(event, TokenEvent):
                 token_times.append(now)
                 if not first_token:
                     first_token.append(now)
@@ -97,12 +95,12 @@ def bench_embedded(kb: KnowledgeBase, settings: Settings) -> dict[str, Any]:
         result = agent.ask(TurnRequest(TWO_PARTS, COLLECTION), on_event=watch)
         total = time.perf_counter() - started
     return {
-        "model": endpoint.model,
+        "model": agent.model,
         "threads": local.llm_threads or "auto",
         "total_s": total,
         "first_token_s": first_token[0] if first_token else None,
         "sub_questions": result["sub_questions"],
-        "model_calls": result["usage"]["model_calls"],
+        "model_calls": result.usage["model_calls"],
         "completion_tokens": result["usage"]["completion_tokens"],
         # Streamed pieces are single tokens with llama.cpp's server: their rate is the decode speed.
         "tokens_per_s": (len(token_times) - 1) / max(token_times[-1] - token_times[0], 1e-9)

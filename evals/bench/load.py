@@ -26,15 +26,15 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import AliasChoices, SecretStr
 
-from agent.chat.scripted import scripted_chat
 from agent.core.config import Settings
 from evals.doubles.scripted_agent import ScriptedModel
 from evals.doubles.scripted_model import last_user
@@ -77,6 +77,7 @@ def _latency_figures(latencies: Sequence[float]) -> dict[str, float | None]:
 
 def run_load(
     settings: Settings,
+    serve: ServeChat,
     *,
     sessions: int = 20,
     turns: int = 3,
@@ -87,7 +88,9 @@ def run_load(
     """Run the load and check the log; returns the figures and the problems found (none, hopefully).
 
     With ``users``, logins are on and every session is its own user with a bearer token; each
-    session also tries once to continue the next session's thread, which must be refused."""
+    session also tries once to continue the next session's thread, which must be refused. ``serve``
+    starts the chat server on a scripted model (agent.chat.scripted.scripted_chat: the face is
+    handed in, so this layer does not import it)."""
     from gradio_client import Client
 
     from agent.core.assemble import open_knowledge_base
@@ -102,7 +105,7 @@ def run_load(
         write_jsonl(docs, DOCS)
         kb.ingest([docs], collection, progress=False)
         tokens = _load_users(kb, run_key, sessions) if users else {}
-        with scripted_chat(settings, kb, _echoing_model(), login=users, delay_s=latency_s, max_retries=2) as served:
+        with serve(settings, kb, _echoing_model(), login=users, delay_s=latency_s, max_retries=2) as served:
             url = served.url
             threads = {i: f"load-{run_key}-{i}" for i in range(sessions)}
             latencies: list[float] = []
@@ -244,6 +247,7 @@ def _phase(searches: list[_Search], seconds: float) -> dict[str, Any]:
 
 def run_search_under_ingestion(
     settings: Settings,
+    serve: ServeChat,
     *,
     folder: Path | None = None,
     searchers: int = 8,
@@ -282,7 +286,7 @@ def run_search_under_ingestion(
             corpus.write_text("\n".join(json.dumps(d, ensure_ascii=False) for d in documents), encoding="utf-8")
             kb.ingest([corpus], searched, progress=False)
             folder = (folder or write_cisi_folder(Path(scratch) / "cisi")).expanduser().absolute()
-            with scripted_chat(settings, kb, ScriptedModel()) as served:
+            with serve(settings, kb, ScriptedModel()) as served:
                 url = served.url
                 plan = _Plan(searched, queries, searchers, searches, rate)
                 quiet, busy, ingestion = _measure(url, settings, plan, folder, ingested, timeout_s)
@@ -315,6 +319,11 @@ def run_search_under_ingestion(
         "ingestion": ingestion,
         "problems": problems,
     }
+
+
+# Starts the chat server for a knowledge base on a scripted model and yields where it serves
+# (agent.chat.scripted.scripted_chat): settings, kb, model, then login/delay_s/max_retries keywords.
+ServeChat = Callable[..., AbstractContextManager[Any]]
 
 
 @dataclass

@@ -225,20 +225,20 @@ def distilled_examples(
         except (QuestionError, DataSourceError):  # e.g. the database it was asked of is gone: skip it
             dropped += 1
             continue
-        verdicts = result.get("fact_check") or []
+        verdicts = result.fact_check
         checked = bool(verdicts) and all(v["supported"] for v in verdicts)
-        if result.get("error") or not (checked or result.get("data")):
+        if result.error or not (checked or result.data):
             dropped += 1
             continue
         turn = (
             conn.cursor(row_factory=dict_row)
-            .execute("SELECT * FROM turns WHERE turn_id = %s", (result["turn_id"],))
+            .execute("SELECT * FROM turns WHERE turn_id = %s", (result.turn_id,))
             .fetchone()
         )
         if turn is None:  # the teacher's turn was not logged: nothing to rebuild the example from
             dropped += 1
             continue
-        example = finetune_example(turn, system=system, target=result["answer"])
+        example = finetune_example(turn, system=system, target=result.answer)
         if example is not None:
             examples.append(redact(example, personal=personal))
     return examples, dropped

@@ -23,10 +23,12 @@ from psycopg.types.json import Jsonb
 
 from agent.core.config import Settings
 from agent.core.context import SWITCHES
-from agent.core.turn import LOGGED_SETTINGS, Agent, TurnRequest, open_checkpointer
+from agent.core.results import TurnResult
+from agent.core.turn import LOGGED_SETTINGS, Agent, TurnRequest
 from evals.eval_sets import EvalExample, EvalSet
 from evals.ladder import rag_metrics as rm
 from knowledge.base import KnowledgeBase
+from knowledge.errors import LadderError
 
 # Each rung: the switches it turns on and the settings it changes, on top of the rung below.
 RUNGS: dict[str, tuple[dict[str, bool], dict[str, Any]]] = {
@@ -42,7 +44,7 @@ RUNGS: dict[str, tuple[dict[str, bool], dict[str, Any]]] = {
 DEFAULT_LADDER = tuple(RUNGS)
 
 
-class LadderError(ValueError):
+class EvalRunError(LadderError, ValueError):
     """A ladder that cannot be climbed as given (unknown rung, unknown run)."""
 
 
@@ -57,7 +59,7 @@ def climb(names: list[str] | tuple[str, ...]) -> list[Rung]:
     """The rungs in order, each with everything the rungs below it switched on."""
     unknown = [n for n in names if n not in RUNGS]
     if unknown:
-        raise LadderError(f"unknown rungs {unknown}; the ladder is {', '.join(RUNGS)}")
+        raise EvalRunError(f"unknown rungs {unknown}; the ladder is {', '.join(RUNGS)}")
     switches = dict.fromkeys(SWITCHES, False)
     settings: dict[str, Any] = {"search_mode": "dense"}
     rungs = []
@@ -75,7 +77,7 @@ def _collection_for(kb: KnowledgeBase, evalset: EvalSet, collection: str | None)
     if collection:
         return collection
     if not evalset.documents:
-        raise LadderError(f"{evalset.name} has no documents of its own: give --collection")
+        raise EvalRunError(f"{evalset.name} has no documents of its own: give --collection")
     name = f"eval-{evalset.name}"
     with tempfile.TemporaryDirectory() as folder:
         path = evalset.write_documents(Path(folder) / f"{evalset.name}.jsonl")
@@ -139,7 +141,7 @@ def create_run(conn: psycopg.Connection, **fields: Any) -> int:
 def get_run(conn: psycopg.Connection, run_id: int) -> dict[str, Any]:
     run = conn.cursor(row_factory=dict_row).execute("SELECT * FROM eval_runs WHERE id = %s", (run_id,)).fetchone()
     if run is None:
-        raise LadderError(f"no evaluation run {run_id}")
+        raise EvalRunError(f"no evaluation run {run_id}")
     return run
 
 
@@ -172,12 +174,12 @@ def _store(conn: psycopg.Connection, run_id: int, rung: str, position: int, row:
 
 @contextmanager
 def _rung_agents(settings: Settings, kb: KnowledgeBase, model: str | None) -> Iterator[Callable[[Rung], Agent]]:
-    from agent.models.endpoint import open_chat_endpoint
+    from agent.core.assemble import open_agent
 
-    with open_chat_endpoint(settings, model) as endpoint, open_checkpointer(kb.db.url) as checkpointer:
+    with open_agent(settings, kb=kb, model=model) as base:
 
         def agent_for(rung: Rung) -> Agent:
-            return Agent.on_endpoint(settings.model_copy(update=rung.settings), kb, endpoint, checkpointer)
+            return base.variant(settings.model_copy(update=rung.settings))
 
         yield agent_for
 
@@ -260,16 +262,13 @@ def _answer(
     started = time.perf_counter()
     request = TurnRequest(evalset.prompt(example), collection, None, rung.switches, face="eval")
     try:
-        result = agent.ask(request)
+        result: TurnResult | None = agent.ask(request)
+        error = result.error if result else None
     except Exception as exc:  # one bad example is recorded as an error, the run goes on
-        result = {"answer": "", "error": f"{type(exc).__name__}: {exc}", "usage": {}, "turn_id": None}
+        result, error = None, f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - started
-    passages: list[dict[str, Any]] = []
-    if result.get("turn_id"):
-        with kb.db.connection() as conn:
-            row = conn.execute("SELECT passages FROM turns WHERE turn_id = %s", (result["turn_id"],)).fetchone()
-        passages = (row[0] if row else None) or []
-    answer = result.get("answer") or ""
+    passages = result.retrieved if result else []
+    answer = result.answer if result else ""
     metrics = score(example, answer, passages, labels=evalset.labels, embedder=kb.embedder, judge=judge)
     return {
         "example_id": example.id,
@@ -277,8 +276,8 @@ def _answer(
         "answer": answer,
         "retrieved": [{"doc_id": p["doc_id"], "chunk_id": p["chunk_id"], "rank": p["rank"]} for p in passages],
         "metrics": metrics,
-        "usage": result.get("usage") or {},
+        "usage": result.usage if result else {},
         "seconds": round(seconds, 3),
-        "error": result.get("error"),
-        "turn_id": result.get("turn_id"),
+        "error": error,
+        "turn_id": result.turn_id if result else None,
     }

@@ -19,13 +19,14 @@ import psycopg
 from psycopg import sql as pgsql
 
 from knowledge.db import redact_url
+from knowledge.errors import LadderError
 from tools.sql.safety import SQLRefused, check_sql
 
 SAMPLE_ROWS = 3
 METADATA_CAP = 10_000  # tables and columns are listed whole; only query results are capped
 
 
-class DataSourceError(RuntimeError):
+class DataSourceError(LadderError, RuntimeError):
     """A data source could not be opened or queried; the message says why."""
 
 

@@ -17,6 +17,8 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
+from knowledge.errors import LadderError
+
 MAX_SQL_CHARS = 20_000
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # it warns on every statement it cannot model
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
@@ -85,7 +87,7 @@ _DENIED_FUNCTIONS = set(
 )
 
 
-class SQLRefused(ValueError):
+class SQLRefused(LadderError, ValueError):
     """The SQL is not a single read-only query; the message says what was found."""
 
 

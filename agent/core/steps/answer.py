@@ -32,4 +32,4 @@ def answer(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
             ]
         result["citations"] = len(citations)
     history = [{"role": "user", "content": state["question"]}, {"role": "assistant", "content": text}]
-    return {"answer": text, "citations": citations, "history": history}
+    return {"answer": text, "citations": citations, "passages": passages, "history": history}

@@ -100,10 +100,10 @@ def route_for(question: str, embedder: Any | None, tables: list[str] | None = No
 def classify(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
     ctx = runtime.context
     with step(runtime, "classify") as result:
-        embedder = ctx.kb.embedder if ctx.kb is not None else None
+        embedder = ctx.kb.embedder
         tables = ctx.data_source.list_tables() if ctx.data_source is not None else None
         route = route_for(state["question"], embedder, tables)
-        domain = ctx.kb.description(ctx.collection) if ctx.kb is not None else ""
+        domain = ctx.kb.description(ctx.collection)
         result["route"] = route
         if domain:
             result["domain"] = domain

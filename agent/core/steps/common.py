@@ -11,40 +11,34 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agent.core.context import TurnContext
+from agent.core.events import StepEvent, TurnEvent
 from agent.core.state import Passage, Research
 from knowledge.tokens import count_tokens
-from tools.knowledge import neutralise
+from tools.knowledge import format_passages
 
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 # tiktoken counts for OpenAI's tokenizers; other models' tokenizers differ, so leave a margin.
 TOKEN_MARGIN = 1.2
 
 
-def emit(runtime: Runtime[TurnContext], event: dict[str, Any]) -> None:
+def emit(runtime: Runtime[TurnContext], event: TurnEvent) -> None:
     """Send an event to whoever streams the graph (custom stream mode)."""
     runtime.stream_writer(event)
 
 
 @contextmanager
-def step(runtime: Runtime[TurnContext], name: str, **detail: Any) -> Iterator[dict[str, Any]]:
-    """Emit start and end events for a step; the yielded dict is added to the end event."""
+def step(
+    runtime: Runtime[TurnContext], name: str, *, sub_question: int | None = None, **detail: Any
+) -> Iterator[dict[str, Any]]:
+    """Emit start and end events for a step; the yielded dict is added to the end event's detail."""
     started = time.perf_counter()
-    emit(runtime, {"type": "step", "step": name, "status": "start", **detail})
+    emit(runtime, StepEvent(name, "start", sub_question=sub_question, detail=dict(detail)))
     result: dict[str, Any] = {}
     try:
         yield result
     finally:
-        emit(
-            runtime,
-            {
-                "type": "step",
-                "step": name,
-                "status": "end",
-                "seconds": round(time.perf_counter() - started, 3),
-                **detail,
-                **result,
-            },
-        )
+        seconds = round(time.perf_counter() - started, 3)
+        emit(runtime, StepEvent(name, "end", seconds, sub_question, {**detail, **result}))
 
 
 def collect_passages(research: list[Research]) -> list[Passage]:
@@ -78,11 +72,8 @@ def pack(passages: list[Passage], budget_tokens: int) -> list[Passage]:
 
 
 def numbered(passages: list[Passage]) -> str:
-    """Passages as delimited data, numbered from 1 for the model to cite."""
-    return "\n".join(
-        f'<passage id="{n}" source="{neutralise(p["title"] or p["doc_id"])}">\n{neutralise(p["text"])}\n</passage>'
-        for n, p in enumerate(passages, start=1)
-    )
+    """Passages as delimited data, numbered from 1 for the model to cite (the search tool's own format)."""
+    return format_passages(passages, numbered=True)
 
 
 def cited_numbers(text: str, limit: int) -> list[int]:

@@ -8,6 +8,7 @@ from langgraph.runtime import Runtime
 
 from agent.core import prompts
 from agent.core.context import TurnContext
+from agent.core.events import TokenEvent
 from agent.core.state import Passage, TurnState
 from agent.core.steps.common import collect_passages, emit, numbered, pack, step
 from knowledge.tokens import count_tokens
@@ -54,7 +55,7 @@ def draft(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
             "draft",
             draft_messages(state, ctx, passages),
             max_tokens=ctx.limits.answer_max_tokens,
-            on_token=lambda piece: emit(runtime, {"type": "token", "text": piece}),
+            on_token=lambda piece: emit(runtime, TokenEvent(piece)),
         )
     return {"draft": text.strip()}
 
@@ -70,6 +71,6 @@ def smalltalk(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]
             "smalltalk",
             messages,
             max_tokens=120,
-            on_token=lambda piece: emit(runtime, {"type": "token", "text": piece}),
+            on_token=lambda piece: emit(runtime, TokenEvent(piece)),
         )
     return {"draft": text.strip()}

@@ -13,6 +13,7 @@ from langgraph.runtime import Runtime
 
 from agent.core import prompts
 from agent.core.context import TurnContext
+from agent.core.events import VerdictEvent
 from agent.core.state import TurnState, Verdict
 from agent.core.steps.common import emit, numbered, step
 from agent.core.steps.draft import context_passages
@@ -47,7 +48,7 @@ def fact_check(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any
             if judged.claim.strip()
         ]
         for verdict in verdicts:
-            emit(runtime, {"type": "verdict", **verdict})
+            emit(runtime, VerdictEvent(verdict["claim"], verdict["supported"], verdict["evidence"]))
         unsupported = [v["claim"] for v in verdicts if not v["supported"]]
         result["claims"] = len(verdicts)
         result["unsupported"] = len(unsupported)

@@ -13,6 +13,7 @@ import sqlglot
 from langgraph.runtime import Runtime
 
 from agent.core.context import TurnContext
+from agent.core.events import TokenEvent, ToolEvent
 from agent.core.state import TurnState
 from agent.core.steps.common import emit, step
 from tools.sql.examples import similar_examples
@@ -62,7 +63,7 @@ def query_data(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any
     question = state["question"]
 
     def examples(text: str) -> list[tuple[str, str]]:
-        if not ctx.switches.fewshot or ctx.kb is None:
+        if not ctx.switches.fewshot:
             return []
         with ctx.kb.db.connection() as conn:
             found = similar_examples(conn, ctx.kb.embedder, source.name, text, k=FEWSHOT_EXAMPLES)
@@ -77,18 +78,11 @@ def query_data(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any
             examples=examples,
             max_attempts=max(1, ctx.limits.max_tool_calls),
         )
-        emit(
-            runtime,
-            {
-                "type": "tool",
-                "name": "query_database",
-                "arguments": {"question": question, "database": source.name},
-                "result": {k: payload.get(k) for k in ("sql", "columns", "rows", "truncated", "error") if k in payload},
-            },
-        )
+        shown = {k: payload.get(k) for k in ("sql", "columns", "rows", "truncated", "error") if k in payload}
+        emit(runtime, ToolEvent("query_database", {"question": question, "database": source.name}, shown))
         result["rows"] = len(payload.get("rows") or [])
         result["attempts"] = len(payload.get("attempts") or []) + 1
         text = render(source.name, payload, source.dialect)
-        emit(runtime, {"type": "token", "text": text})
+        emit(runtime, TokenEvent(text))
     errors = [payload["error"]] if payload.get("error") else []
     return {"answer": text, "data": payload, "errors": errors}

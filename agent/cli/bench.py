@@ -1,0 +1,111 @@
+"""``ladder bench``: benchmarks that print ratios against baselines measured in the same process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agent.cli.common import err, load_settings, out, output_file, run
+
+
+def bench_agent(
+    turns: Annotated[int, typer.Option(min=1, max=500, help="Turns for the overhead measurement.")] = 20,
+    embedded: Annotated[bool, typer.Option(help="Also time the embedded model.")] = True,
+    fanout: Annotated[int, typer.Option(min=0, max=155, help="FanOutQA questions to decompose.")] = 20,
+) -> None:
+    """Graph overhead, parallel fan-out, the embedded model's speed, FanOutQA decomposition recall."""
+    from evals.bench.agent import run_agent_benchmark
+
+    run(lambda: run_agent_benchmark(load_settings(), turns=turns, embedded=embedded, fanout_questions=fanout))
+
+
+def bench_load(
+    sessions: Annotated[int, typer.Option(min=1, max=200, help="Concurrent chat sessions.")] = 20,
+    turns: Annotated[int, typer.Option(min=1, max=50, help="Questions per session.")] = 3,
+    latency: Annotated[float, typer.Option(min=0.0, max=30.0, help="Seconds the scripted model takes per call.")] = 0.2,
+    users: Annotated[
+        bool, typer.Option("--users", help="Logins on: each session its own user with a bearer token.")
+    ] = False,
+) -> None:
+    """Concurrent sessions through the chat server's API (loopback, scripted model): throughput, p50/p95,
+    and a check that every turn is logged once, in its own thread, with its own answer (and, with
+    --users, by its own user, and that no session can ask in another's thread)."""
+
+    def body() -> None:
+        from agent.chat.scripted import scripted_chat
+        from evals.bench.load import run_load
+
+        report = run_load(
+            load_settings(), scripted_chat, sessions=sessions, turns=turns, latency_s=latency, users=users
+        )
+        print(json.dumps(report, indent=1))
+        if report["problems"]:
+            err.print(f"error: {len(report['problems'])} problems (see 'problems')", style="red", markup=False)
+            raise typer.Exit(1)
+
+    run(body)
+
+
+def bench_ingest_search(
+    folder: Annotated[
+        Path | None, typer.Option(help="Folder to ingest meanwhile (default: CISI's 1460 abstracts, a file each).")
+    ] = None,
+    searchers: Annotated[int, typer.Option(min=1, max=200, help="Concurrent searchers.")] = 8,
+    searches: Annotated[int, typer.Option(min=1, max=1000, help="Searches each without ingestion.")] = 15,
+    rate: Annotated[
+        float, typer.Option(min=0.0, max=1000.0, help="Searches a second, all searchers together (0: no pause).")
+    ] = 4.0,
+    timeout: Annotated[float, typer.Option(min=1.0, max=3600.0, help="Seconds the ingestion may take.")] = 600.0,
+) -> None:
+    """Search latency through the chat server's API (loopback) without and during a `ladder ingest`
+    of a large folder into another collection: p50/p95 and their ratios, errors, ingestion throughput."""
+    if folder is not None and not folder.expanduser().is_dir():
+        raise typer.BadParameter(f"{folder} is not a folder", param_hint="--folder")
+
+    def body() -> None:
+        from agent.chat.scripted import scripted_chat
+        from evals.bench.load import run_search_under_ingestion
+
+        try:
+            report = run_search_under_ingestion(
+                load_settings(),
+                scripted_chat,
+                folder=folder,
+                searchers=searchers,
+                searches=searches,
+                rate=rate,
+                timeout_s=timeout,
+            )
+        except FileNotFoundError as exc:  # the shared data behind the defaults
+            err.print(f"error: {exc}", style="red", highlight=False, markup=False)
+            raise typer.Exit(2) from None
+        print(json.dumps(report, indent=1))
+        if report["problems"]:
+            err.print(f"error: {len(report['problems'])} problems (see 'problems')", style="red", markup=False)
+            raise typer.Exit(1)
+
+    run(body)
+
+
+def bench_retrieval(
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Also write the figures as JSON.", callback=output_file)
+    ] = None,
+    hnsw_vectors: Annotated[int, typer.Option(help="Size of the HNSW recall/latency test.")] = 100_000,
+    quick: Annotated[bool, typer.Option(help="Small sizes, for a smoke run.")] = False,
+    chart: Annotated[
+        Path | None, typer.Option(help="Also draw nDCG@10 per retriever as a PNG.", callback=output_file)
+    ] = None,
+) -> None:
+    """Retrieval quality (CISI, PubMedQA), HNSW recall and latency, ingestion throughput."""
+    from evals.bench.retrieval import run_retrieval_benchmark, write_chart
+
+    def body() -> None:
+        figures = run_retrieval_benchmark(load_settings(), out_file=out_file, hnsw_vectors=hnsw_vectors, quick=quick)
+        if chart is not None:
+            out.print(f"chart: {write_chart(figures, chart)}")
+
+    run(body)
