@@ -25,7 +25,7 @@ from agent.chat.auth import bearer_token
 from agent.chat.view import TurnView, citation_messages, turn_id_of
 from agent.core.context import SWITCHES
 from agent.core.events import TurnEvent
-from agent.core.results import Citation
+from agent.core.results import Citation, TurnResult
 from agent.core.turn import USER_ERRORS, Agent, TurnRequest
 from agent.records.access import AccessError, check_thread, check_turn, prepare_write, readable_collections
 from agent.records.turns import FeedbackError, add_feedback, set_feedback_comment, thread_turns
@@ -77,6 +77,50 @@ def _text(message: dict[str, Any]) -> str:
 
 def _error_message(text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": f"**Error:** {text}"}
+
+
+class TurnRun:
+    """One turn on a worker thread, its events turned into chat messages as they arrive.
+
+    The graph runs synchronously, so it gets a thread of its own; the generator that Gradio
+    iterates only reads the event queue, at most ~20 updates a second.
+    """
+
+    def __init__(self, agent: Agent, turn: TurnRequest) -> None:
+        self.agent = agent
+        self.turn = turn
+        self.events: queue.Queue[TurnEvent] = queue.Queue()
+        self.result: TurnResult | None = None
+        self.error: str | None = None
+
+    def _run(self) -> None:
+        try:
+            self.result = self.agent.ask(self.turn, on_event=self.events.put)
+        except USER_ERRORS as exc:
+            self.error = str(exc)
+        except Exception as exc:  # never a stack trace in the chat; the log keeps it
+            log.exception("turn failed")
+            self.error = f"the turn failed unexpectedly ({type(exc).__name__}); see the server log"
+
+    def stream(self) -> Iterator[list[dict[str, Any]]]:
+        """The turn's messages so far, again and again until it ends; the last one is the finished turn."""
+        worker = threading.Thread(target=self._run, name="ladder-turn", daemon=True)
+        worker.start()
+        view = TurnView()
+        last = 0.0
+        while worker.is_alive() or not self.events.empty():
+            try:
+                view.add(self.events.get(timeout=0.05))
+            except queue.Empty:
+                continue
+            if time.perf_counter() - last >= YIELD_EVERY_S:
+                last = time.perf_counter()
+                yield view.messages()
+        worker.join()
+        if self.result is None:
+            yield [*view.messages(), _error_message(self.error or "the turn ended without an answer")]
+            return
+        yield view.finish(self.result)
 
 
 class ChatHandlers:
@@ -176,35 +220,9 @@ class ChatHandlers:
             face="ui",
             user=user,
         )
-        events: queue.Queue[TurnEvent] = queue.Queue()
-        outcome: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                outcome["result"] = self.agent.ask(turn, on_event=events.put)
-            except USER_ERRORS as exc:
-                outcome["error"] = str(exc)
-            except Exception as exc:  # never a stack trace in the chat; the log keeps it
-                log.exception("turn failed")
-                outcome["error"] = f"the turn failed unexpectedly ({type(exc).__name__}); see the server log"
-
-        worker = threading.Thread(target=run, name="ladder-turn", daemon=True)
-        worker.start()
-        view = TurnView()
-        last = 0.0
-        while worker.is_alive() or not events.empty():
-            try:
-                view.add(events.get(timeout=0.05))
-            except queue.Empty:
-                continue
-            if time.perf_counter() - last >= YIELD_EVERY_S:
-                last = time.perf_counter()
-                yield history + view.messages(), "", state
-        worker.join()
-        if "error" in outcome:
-            yield history + view.messages() + [_error_message(outcome["error"])], "", state
-            return
-        yield history + view.finish(outcome["result"]), "", state
+        turn_run = TurnRun(self.agent, turn)
+        for messages in turn_run.stream():
+            yield history + messages, "", state
 
     def retry(
         self,

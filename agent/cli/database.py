@@ -14,7 +14,6 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.cli.common import err, load_settings, out, run
-from evals.datasets import shared_data_dir
 
 
 def db_add(
@@ -168,6 +167,8 @@ def db_load(
         if path is None:
             if name != "chinook":
                 raise DataSourceError("give the script or SQLite file to load (only chinook has a default)")
+            from evals.datasets import shared_data_dir
+
             path = shared_data_dir() / "chinook" / "Chinook_PostgreSql.sql"
         if not path.is_file():
             raise DataSourceError(f"no file at {path}")
