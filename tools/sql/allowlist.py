@@ -149,7 +149,8 @@ LISTED_CLASS_NAMES = frozenset(
 )
 LISTED_TYPE_NAMES = frozenset(_CAST_TYPE_NAMES.split())
 
-# Catalogs the queries may not read: schema information comes from list_tables/describe_table,
+# Catalogs the queries may not read (tools/sql/database.py also refuses, on SQLite, any table that
+# is not one of the file's own tables or views): schema information comes from list_tables/describe_table,
 # and these hold other sessions' query texts (pg_stat_activity), password hashes (pg_authid),
 # server settings and credentials for foreign servers. Refused by schema and by name prefix,
 # since an unqualified pg_* name resolves to pg_catalog first.
@@ -157,4 +158,5 @@ SYSTEM_SCHEMAS = {
     "postgres": frozenset({"pg_catalog", "information_schema", "pg_toast"}),
     "sqlite": frozenset(),
 }
-SYSTEM_PREFIXES = {"postgres": ("pg_",), "sqlite": ("sqlite_",)}
+# SQLite's pragma_* names are table-valued functions that need no parentheses (pragma_function_list).
+SYSTEM_PREFIXES = {"postgres": ("pg_",), "sqlite": ("sqlite_", "pragma_")}

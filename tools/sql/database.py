@@ -373,7 +373,14 @@ class SQLiteSource:
         return _result(answer["columns"], answer["rows"], self.row_cap, statement, started, answer["cut"])
 
     def run_sql(self, text: str) -> QueryResult:
-        return self._in_child(check_sql(text, self.dialect).sql)
+        checked = check_sql(text, self.dialect)
+        # Only the file's own tables and views: SQLite also answers to names it makes up
+        # (eponymous virtual tables such as pragma_function_list or dbstat).
+        known = {table.lower() for table in self.list_tables()}
+        unknown = [table for table in checked.tables if table.lower() not in known]
+        if unknown:
+            raise SQLRefused(f"the table {unknown[0]} is not allowed: it is not one of {self.name}'s tables or views")
+        return self._in_child(checked.sql)
 
     def list_tables(self) -> list[str]:
         result = self._query(

@@ -38,6 +38,25 @@ _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 _ROOTS = (exp.Select, exp.SetOperation, exp.Subquery, exp.Values)
 _WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NOT_LISTED = "it is not on Ladder's list of pure functions"
+# Only for the wording of a refusal: every node not on the allowlist is refused either way.
+_WRITES = tuple(
+    getattr(exp, name)
+    for name in [
+        "Insert",
+        "Update",
+        "Delete",
+        "Merge",
+        "Into",
+        "Lock",
+        "Copy",
+        "Create",
+        "Drop",
+        "Alter",
+        "TruncateTable",
+        "Returning",
+    ]
+    if hasattr(exp, name)
+)
 
 
 class SQLRefused(ValueError):
@@ -49,7 +68,7 @@ class CheckedSQL:
     """A statement that passed the checks, rendered by the parser for the target dialect."""
 
     sql: str
-    tables: tuple[str, ...]
+    tables: tuple[str, ...]  # the tables and views it reads (names of its CTEs left out)
 
 
 def strip_fences(text: str) -> str:
@@ -83,6 +102,9 @@ def _check_function(node: exp.Expression, dialect: str) -> None:
 
 
 def _check_table(node: exp.Table, dialect: str) -> None:
+    if isinstance(node.this, exp.Func) and (node.db or node.catalog):  # FROM schema.function(...)
+        called = f"{node.db}.{_function_name(node.this, dialect)}"
+        raise SQLRefused(f"the function {called}() is not allowed: functions are called by their plain name")
     if node.catalog:
         raise SQLRefused(f"the table {node.sql(dialect=dialect)} is not allowed: it names another database")
     schema, name = node.db.lower(), node.name.lower()
@@ -114,8 +136,10 @@ def _check_node(node: exp.Expression, dialect: str) -> None:
         _check_function(node, dialect)
     elif isinstance(node, exp.ObjectIdentifier):
         raise SQLRefused(f"the type {node.name} is not allowed: only built-in value types")
-    else:
+    elif isinstance(node, _WRITES):
         raise SQLRefused(f"{node.key.upper()} is not allowed: queries here only read")
+    else:
+        raise SQLRefused(f"{node.key.upper()} is not allowed: it is not on Ladder's list of what a query may contain")
 
 
 def _parse_one(sql: str, dialect: str) -> exp.Expression:
@@ -159,5 +183,6 @@ def check_sql(text: str, dialect: str = "postgres") -> CheckedSQL:
     _check_tree(statement, dialect)
     rendered = _render(statement, dialect)
     _check_tree(_parse_one(rendered, dialect), dialect)  # what runs is the rendering: it passes too
-    tables = tuple(sorted({t.name for t in statement.find_all(exp.Table) if t.name}))
+    ctes = {cte.alias_or_name for cte in statement.find_all(exp.CTE)}
+    tables = tuple(sorted({t.name for t in statement.find_all(exp.Table) if t.name and t.name not in ctes}))
     return CheckedSQL(sql=rendered, tables=tables)
