@@ -38,6 +38,7 @@ _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 _ROOTS = (exp.Select, exp.SetOperation, exp.Subquery, exp.Values)
 _WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NOT_LISTED = "it is not on Ladder's list of pure functions"
+_CASTS = "values may only be cast to the types on Ladder's list (numbers, text, dates and times, booleans, JSON)"
 # Only for the wording of a refusal: every node not on the allowlist is refused either way.
 _WRITES = tuple(
     getattr(exp, name)
@@ -121,7 +122,7 @@ def _check_structure(node: exp.Expression, dialect: str) -> None:
         called = f"{node.this.sql(dialect=dialect)}.{_function_name(node.expression, dialect)}"
         raise SQLRefused(f"the function {called}() is not allowed: functions are called by their plain name")
     if isinstance(node, exp.DataType) and node.this not in CAST_TYPES:
-        raise SQLRefused(f"the type {node.sql(dialect=dialect)} is not allowed: only built-in value types")
+        raise SQLRefused(f"the type {node.sql(dialect=dialect)} is not allowed: {_CASTS}")
     if isinstance(node, exp.Table):
         _check_table(node, dialect)
     if isinstance(node, exp.Var) and not _WORD.match(str(node.name)):
@@ -135,7 +136,7 @@ def _check_node(node: exp.Expression, dialect: str) -> None:
     elif isinstance(node, exp.Func):
         _check_function(node, dialect)
     elif isinstance(node, exp.ObjectIdentifier):
-        raise SQLRefused(f"the type {node.name} is not allowed: only built-in value types")
+        raise SQLRefused(f"the type {node.name} is not allowed: {_CASTS}")
     elif isinstance(node, _WRITES):
         raise SQLRefused(f"{node.key.upper()} is not allowed: queries here only read")
     else:
