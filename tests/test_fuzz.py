@@ -349,7 +349,7 @@ def live(fuzz_url: str, data_root: Path) -> Iterator[dict[str, str]]:
     for args in (
         ["ingest", str(docs), "-c", "fz"],
         ["db", "add", "fz", f"sqlite:///{sqlite_file}"],
-        ["db", "add", "pg", fuzz_url],
+        ["db", "add", "pg", fuzz_url, "--allow-privileged"],  # the fuzz's own superuser: refused without it
     ):
         result = invoke(args, env=env)
         assert result.exit_code == 0, result.output
@@ -451,7 +451,7 @@ def source_args(draw: st.DrawFn, server: str) -> list[str]:
     )
     which = draw(st.sampled_from(["add", "remove", "sources", "examples"]))
     if which == "add":
-        return ["db", "add", name, url]
+        return ["db", "add", name, url, *draw(st.sampled_from([[], ["--allow-privileged"]]))]
     if which == "remove":
         return ["db", "remove", name]
     if which == "sources":

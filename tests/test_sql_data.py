@@ -216,16 +216,20 @@ def test_query_database_shows_examples_before_the_question(embedded_db: Database
     assert [m["role"] for m in model.seen[0]] == ["system"] + ["user", "assistant"] * 3 + ["user"]
 
 
-def test_registering_a_role_that_could_write_warns(url_db: Database, chinook_reader: str) -> None:
+def test_registering_a_role_that_could_write_is_refused_unless_allowed_and_warns(
+    url_db: Database, chinook_reader: str
+) -> None:
     from tools.sql.database import PostgresSource
-    from tools.sql.sources import add_source
+    from tools.sql.sources import PrivilegedSource, add_source
 
     admin = with_database(chinook_reader, "chinook_ro", user=psycopg.conninfo.conninfo_to_dict(url_db.url)["user"])
     assert not PostgresSource("ro", chinook_reader).can_write()
     assert PostgresSource("rw", admin).can_write()
     with url_db.connection() as conn:
         assert add_source(conn, "chin-ro", chinook_reader) is None
-        warning = add_source(conn, "chin-rw", admin)
+        with pytest.raises(PrivilegedSource, match="--allow-privileged"):
+            add_source(conn, "chin-rw", admin)
+        warning = add_source(conn, "chin-rw", admin, allow_privileged=True)
     assert warning is not None and "may write" in warning and "READ ONLY" in warning
 
 

@@ -19,15 +19,23 @@ from agent.cli.common import err, load_settings, out, run
 def db_add(
     name: Annotated[str, typer.Argument(help="A short name for the database.")],
     url: Annotated[str, typer.Argument(help="postgresql://… or sqlite:///absolute/path.db")],
+    allow_privileged: Annotated[
+        bool,
+        typer.Option(
+            "--allow-privileged",
+            help="Accept a PostgreSQL role that may write, read server files or create roles (queries still run"
+            " READ ONLY). Without it such a role is refused.",
+        ),
+    ] = False,
 ) -> None:
-    """Register a database that the SQL tools may read (checked by opening it)."""
+    """Register a database that the SQL tools may read (checked by opening it; a role that may write is refused)."""
 
     def body() -> None:
         from knowledge.db import Database, redact_url
         from tools.sql.sources import add_source
 
         with Database(load_settings().database_config()) as db, db.connection() as conn:
-            warning = add_source(conn, name, url)
+            warning = add_source(conn, name, url, allow_privileged=allow_privileged)
         out.print(f"added {name}: {redact_url(url)}", highlight=False, markup=False)
         if warning:
             err.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
@@ -133,7 +141,8 @@ def sql_command(
             for row in result.rows:
                 table.add_row(*("" if v is None else str(v) for v in row))
             out.print(table)
-            note = f"  (only the first {len(result.rows)} rows)" if result.truncated else ""
+            cut = ": the result reached the size limit" if result.truncated_by == "bytes" else ""
+            note = f"  (only the first {len(result.rows)} rows{cut})" if result.truncated else ""
             out.print(f"SQL: {result.sql}{note}", highlight=False, markup=False, soft_wrap=True)
         if error:
             err.print(f"error: {error}", style="red", highlight=False, markup=False)
@@ -148,6 +157,13 @@ def db_load(
         Path | None,
         typer.Argument(help="A PostgreSQL script or a SQLite file (default for chinook: the shared Chinook script)."),
     ] = None,
+    allow_privileged: Annotated[
+        bool,
+        typer.Option(
+            "--allow-privileged",
+            help="Register it even when no read-only role could be made and the loading role may write.",
+        ),
+    ] = False,
 ) -> None:
     """Load a sample database and register it, read-only: `ladder db load chinook` for the demo.
 
@@ -184,7 +200,7 @@ def db_load(
                 copy = folder / f"{name}.sqlite"
                 shutil.copyfile(path, copy)
                 url, note = f"sqlite://{copy.absolute()}", "opened read-only (mode=ro)"
-            add_source(conn, name, url)
+            warning = add_source(conn, name, url, allow_privileged=allow_privileged)
             if script is None:  # the demo's Chinook comes with a few question → SQL examples
                 from knowledge.embeddings import load_embedder
                 from tools.sql.examples import CHINOOK_EXAMPLES, add_examples, read_examples_file
@@ -193,6 +209,8 @@ def db_load(
                 add_examples(conn, load_embedder(settings.embedding_config()), name, "postgres", pairs)
                 note += f"; {len(pairs)} SQL examples stored"
         out.print(f"loaded and registered {name}: {redact_url(url)} ({note})", highlight=False, markup=False)
+        if warning:
+            err.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
 
     run(body)
 

@@ -123,6 +123,8 @@ def reader_role(url: str, database: str) -> tuple[tuple[str, dict[str, str]] | N
                 conn.execute(pgsql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(name, ident))
                 conn.execute(pgsql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(name, ident))
                 conn.execute(pgsql.SQL("REVOKE CREATE ON SCHEMA {} FROM {}").format(name, ident))
+                # Dumps often GRANT ALL ON SCHEMA public TO PUBLIC: the reader would inherit CREATE.
+                conn.execute(pgsql.SQL("REVOKE CREATE ON SCHEMA {} FROM PUBLIC").format(name))
     except psycopg.errors.InsufficientPrivilege as exc:
         return None, f"no read-only role (the user may not create roles: {exc}); the READ ONLY transaction still holds"
     except psycopg.Error as exc:
