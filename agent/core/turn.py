@@ -190,7 +190,8 @@ class Agent:
             switches=switches.as_dict(),
             user_id=request.user.id if request.user is not None else None,
         )
-        config = {"configurable": {"thread_id": thread_id}, "recursion_limit": RECURSION_LIMIT}
+        # turn_id lands in each checkpoint's metadata: retention finds the checkpoints of a pruned turn by it
+        config = {"configurable": {"thread_id": thread_id, "turn_id": turn_id}, "recursion_limit": RECURSION_LIMIT}
         fresh = {
             "question": question,
             "route": "",
