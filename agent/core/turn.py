@@ -27,6 +27,7 @@ from agent.core.graph import build_graph
 from agent.models.calls import BudgetExceeded, ModelCaller, StreamInterrupted
 from agent.records.access import check_read, check_thread
 from agent.records.outbox import TurnOutbox
+from agent.records.redact import redact_secrets
 from agent.records.turns import finish_turn, start_turn
 from agent.records.users import User
 from knowledge.base import KnowledgeBase
@@ -153,6 +154,8 @@ class Agent:
         """Run a turn; stream events to ``on_event``; return the answer with citations and checks."""
         settings = self.settings
         question = check_question(request.question, settings)
+        if settings.redact_questions:  # before the turn log, the checkpoints and the model see it
+            question = redact_secrets(question)
         switches = Switches.from_settings(settings, request.switches)
         caller = ModelCaller(
             self.client,
