@@ -152,7 +152,7 @@ def test_a_thread_is_only_its_owners_through_every_face(server: Server, embedded
     *_, (history, _, _) = server.handlers.respond(
         "Tell me more", [], {"thread": thread}, server.collection, "", [], as_request(bob)
     )
-    assert history[-1]["content"] == f"**Error:** no thread {thread!r}"
+    assert history[-1]["content"] == f"<p><strong>Error:</strong> no thread {thread!r}</p>"
 
     # Feedback: a forged history pointing at ann's turn
     forged = [

@@ -25,7 +25,15 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from agent.chat.auth import BearerTokens, bearer_token
-from agent.chat.view import TurnView, citation_messages, turn_id_of
+from agent.chat.view import (
+    TurnView,
+    answer_message,
+    citation_messages,
+    error_message,
+    question_of,
+    turn_id_of,
+    user_message,
+)
 from agent.cli.common import user_errors
 from agent.core.context import SWITCHES
 from agent.core.turn import Agent, TurnRequest
@@ -68,18 +76,8 @@ def browser_secret(data_dir: Path) -> str:
         return value
 
 
-def _text(message: dict[str, Any]) -> str:
-    """A chat message's text: Gradio hands history back with content as a list of parts."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
 def _error_message(text: str) -> dict[str, Any]:
-    return {"role": "assistant", "content": f"**Error:** {text}"}
+    return error_message(text)
 
 
 class ChatHandlers:
@@ -134,9 +132,9 @@ class ChatHandlers:
                     return {"thread": uuid.uuid4().hex}, []
                 turns = thread_turns(conn, thread)
             for turn in turns:
-                history.append({"role": "user", "content": turn["question"]})
+                history.append(user_message(turn["question"]))
                 answer = turn["answer"] or (f"**Error:** {turn['error']}" if turn["error"] else "(no answer)")
-                history.append({"role": "assistant", "content": answer, "metadata": {"id": f"turn:{turn['turn_id']}"}})
+                history.append(answer_message(answer, turn["turn_id"]))
                 cited = turn["citations"] or []
                 if cited:
                     passages = kb.passages([c["chunk_id"] for c in cited])
@@ -167,7 +165,7 @@ class ChatHandlers:
         if not question:
             yield history, "", state
             return
-        history.append({"role": "user", "content": question})
+        history.append(user_message(question))
         yield history, "", state
         try:
             user = self.user(request)
@@ -228,12 +226,12 @@ class ChatHandlers:
         request: gr.Request | None = None,
     ) -> Iterator[tuple[list[dict[str, Any]], str, dict[str, Any]]]:
         """Ask the last question again (a new turn in the same thread)."""
-        question = evt.value if isinstance(evt.value, str) else _text({"content": evt.value})
+        question = question_of(evt.value)
         yield from self.respond(question, history[: evt.index], state, collection, database, switches, request)
 
     def undo(self, history: list[dict[str, Any]], evt: gr.UndoData) -> tuple[list[dict[str, Any]], str]:
         """Take the last question back into the box (the logged turn stays in the log)."""
-        question = evt.value if isinstance(evt.value, str) else _text({"content": evt.value})
+        question = question_of(evt.value)
         return history[: evt.index], question
 
     # -- feedback ----------------------------------------------------------------------------------
@@ -360,6 +358,7 @@ def build_app(services: ChatServices) -> gr.Blocks:
             with gr.Column(scale=4):
                 chat = gr.Chatbot(
                     elem_id="chat",
+                    render_markdown=False,  # messages arrive as safe HTML (agent.chat.safe_html), never as Markdown
                     height="72vh",
                     buttons=["copy", "copy_all"],
                     placeholder="Ask about your documents, or pick a database and ask about its data.",
