@@ -68,6 +68,8 @@ ORDINARY = [
     "SELECT name, count(*) FROM artists WHERE id = 3 GROUP BY name",
     "On 2024-05-01 we sold 1234 units of v1.2.3 (order 12345) for EUR 99.50.",
     "The password policy needs 8 characters; reset it from the login page.",
+    "My password is not working, how do I reset it? Password: where is the form?",
+    "The password is set by IT every 90 days. How do I set up Basic authentication?",
     "Commit 3f786850e387550fdab836ed7e6dc881de23001b, document 123e4567-e89b-12d3-a456-426614174000.",
 ]
 

@@ -69,34 +69,42 @@ _DETECTORS = (
     TelegramBotTokenDetector,
     TwilioKeyDetector,
 )
-# (pattern, group holding the secret): the library's vendor patterns mark the whole match
+# (pattern, group holding the secret): the library's vendor patterns mark the whole match; of its
+# keyword patterns, those for quoted values (`"api_key": "..."`, `secret = '...'`). Its patterns for
+# unquoted values are written for config files and would take the next word of any sentence that
+# says "password:", so unquoted values are Ladder's rules below.
 LIBRARY_PATTERNS: tuple[tuple[re.Pattern[str], int], ...] = tuple(
     (pattern, 0) for detector in _DETECTORS for pattern in detector.denylist
-) + tuple(
-    (pattern, group)
-    for table in (keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP, keyword.CONFIG_DENYLIST_REGEX_TO_GROUP)
-    for pattern, group in table.items()
-)
-# The patterns of the form "<name> = <value>" (the keyword detector's, and IBM's, SoftLayer's and
-# Cloudant's) are most of the time spent; each needs one of these words, so a text without any skips them.
-_ASSIGNMENT_WORDS = re.compile(r"(?i)key|pw|pass|token|secret|contrase")
-_ASSIGNMENTS = frozenset(
-    pattern
-    for pattern, group in LIBRARY_PATTERNS
-    if group > 0 or pattern.pattern.startswith("(?:(?<=\\W)|(?<=^))")  # build_assignment_regex's opening
-)
+) + tuple(keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP.items())
+# A value that looks like a secret, not like a word of a sentence: it holds a digit or a symbol.
+_SECRETLIKE = r"(?=[^\s\"'“”]*[0-9@#$%^&*+=~/\\|<>_-])"
+_KEYWORDS = "|".join((*keyword.DENYLIST, "token"))  # the library's secret-sounding names, and token
 _PROSE = r"(?i)\b(?:password|passphrase|passcode|passwd|pin)\s+(?:is|was)\s*:?\s*"
 OWN_PATTERNS: tuple[tuple[re.Pattern[str], int], ...] = (
     (re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), 0),  # Google API keys
     (re.compile(r"\bhf_[A-Za-z0-9]{30,}"), 0),  # Hugging Face tokens
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), 0),  # OpenAI-style API keys (sk-, sk-proj-)
     (re.compile(r"\bldr_[A-Za-z0-9_-]{20,}"), 0),  # Ladder's own API tokens
-    (re.compile(r"(?i)\b(?:Bearer|Basic)\s+([A-Za-z0-9._~+/=-]{8,})"), 1),  # Authorization schemes
-    (re.compile(r"(?i)\b(?:api[_-]?key|secret|password|passwd|token)\s*[=:]\s*([^\s,;\"']+)"), 1),
+    (re.compile(r"(?i)\bAuthorization\s*:\s*[A-Za-z-]+\s+(\S+)"), 1),  # any scheme of the header
+    (re.compile(r"(?i)\b(?:Bearer|Basic)\s+(" + _SECRETLIKE + r"[A-Za-z0-9._~+/=-]{8,})"), 1),
+)
+OWN_ASSIGNMENTS: tuple[tuple[re.Pattern[str], int], ...] = (
+    # Unquoted assignments: after "=" any value; after ":" one that looks like a secret
+    (re.compile(rf"(?i)\b\w*(?:{_KEYWORDS})\w*\s*=\s*([^\s,;\"'`]+)"), 1),
+    (re.compile(rf"(?i)\b\w*(?:{_KEYWORDS})\w*\s*:\s*({_SECRETLIKE}[^\s,;\"'`]+)"), 1),
     # A password told in prose: "my password is hunter2", "the passphrase was: 'two words'"
     (re.compile(_PROSE + r"[\"“']([^\"”'\n]{1,200})[\"”']"), 1),
-    (re.compile(_PROSE + r"([^\s\"“']\S*)"), 1),
+    (re.compile(_PROSE + r"(" + _SECRETLIKE + r"[^\s\"“']\S*)"), 1),
 )
+# The patterns of the form "<name> = <value>" (the keyword detector's, IBM's, SoftLayer's, Cloudant's
+# and Ladder's) are most of the time spent; each needs one of these words: a text without any skips them.
+_ASSIGNMENT_WORDS = re.compile(r"(?i)key|pw|pass|pin|token|secret|contrase")
+_ASSIGNMENTS = frozenset(
+    pattern
+    for pattern, group in LIBRARY_PATTERNS
+    if group > 0 or pattern.pattern.startswith("(?:(?<=\\W)|(?<=^))")  # build_assignment_regex's opening
+) | frozenset(pattern for pattern, _ in OWN_ASSIGNMENTS)
+PATTERNS = LIBRARY_PATTERNS + OWN_PATTERNS + OWN_ASSIGNMENTS
 # A whole PEM private key, from its header to its footer (or to the end of the text when cut off).
 PEM_BLOCK = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)", re.S
@@ -106,7 +114,7 @@ URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]+):[^\s@/]+@")
 # signature, a GitLab token after its prefix) is carried on to the token's end.
 _TOKEN_TAIL = re.compile(r"[A-Za-z0-9_\-+/=]*")
 _EDGES = " \t\r\n\"'`"
-_TRAILING = ",.;:!?)]}"  # punctuation after an unquoted word is the sentence's, not the secret's
+_TRAILING = ",.;:?)]}"  # punctuation after an unquoted word is the sentence's, not the secret's
 # The patterns are searched in windows of this size: one of the library's (npm's) takes time
 # quadratic in the length of a line, and a token is far shorter than the overlap.
 WINDOW, OVERLAP = 2048, 256
@@ -126,7 +134,7 @@ def _spans(text: str) -> list[tuple[int, int]]:
     found: list[tuple[int, int]] = []
     for offset, piece in _windows(text):
         assignments = _ASSIGNMENT_WORDS.search(piece) is not None
-        for pattern, group in LIBRARY_PATTERNS + OWN_PATTERNS:
+        for pattern, group in PATTERNS:
             if pattern in _ASSIGNMENTS and not assignments:
                 continue
             for match in pattern.finditer(piece):
