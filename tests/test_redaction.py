@@ -140,7 +140,7 @@ def test_a_questions_secrets_reach_no_log_no_state_no_model_and_no_export(
 ) -> None:
     server, kb, collection = setup
     pasted = "\n".join(text for text, _ in SECRETS.values())
-    question = f"How long do refunds take? Case {uuid.uuid4().hex}. Context:\n{pasted}"
+    question = f"Case {uuid.uuid4().hex}: how long do refunds take? Context:\n{pasted}"
     caplog.set_level(logging.DEBUG)
     with open_checkpointer(kb.db) as checkpointer:
         result = agent_for(server, kb, checkpointer).ask(TurnRequest(question, collection, face="cli"))
@@ -169,7 +169,7 @@ def test_a_questions_secrets_reach_no_log_no_state_no_model_and_no_export(
         "eval-set export": (tmp_path / "eval.jsonl").read_text(),
         "fine-tuning export": (tmp_path / "ft.jsonl").read_text(),
     }
-    assert "[SECRET]" in places["turns row and checkpoints"] and "How long do refunds take?" in places["ladder logs"]
+    assert "[SECRET]" in places["turns row and checkpoints"] and "how long do refunds take?" in places["ladder logs"]
     for kind, (_, secret) in SECRETS.items():
         for where, text in places.items():
             assert secret not in text, f"the {kind} secret reached the {where}"
