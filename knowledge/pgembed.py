@@ -122,6 +122,7 @@ class EmbeddedPostgres:
     port: int | None = None
     host: str = "127.0.0.1"
     start_timeout_s: float = 60.0
+    stop_timeout_s: float = 30.0
     _bin: Path = field(init=False)
     _run_as: pwd.struct_passwd | None = field(init=False, default=None)
     _registered: bool = field(init=False, default=False)
@@ -171,19 +172,59 @@ class EmbeddedPostgres:
 
     def running(self) -> bool:
         """Whether this cluster's postmaster is up."""
+        if not (self.pgdata / "PG_VERSION").exists():
+            return False
+        self._act_as_server_user()
         return self._running()
 
-    def stop(self) -> None:
-        """Stop the server now (fast shutdown), whoever else uses it."""
+    def stop(self) -> bool:
+        """Stop the server now (fast shutdown), whoever else uses it; False when it was not running.
+
+        As root, pg_ctl runs as the user the server runs as (the data folder's owner): PostgreSQL's
+        tools refuse to run as root. EmbeddedPostgresError, with pg_ctl's own words, when the server
+        could not be stopped: a stop never passes for done when it was not.
+        """
         if self._registered:
             self._registered = False
             atexit.unregister(self.release)
             with _USERS_LOCK:
                 _USERS[self.root] = max(0, _USERS[self.root] - 1)
         if not (self.pgdata / "PG_VERSION").exists():
+            return False
+        self._act_as_server_user()
+        if not self._running():
+            return False
+        args = ["-D", str(self.pgdata), "-m", "fast", "-w", "-t", str(int(self.stop_timeout_s)), "stop"]
+        try:
+            self._exec("pg_ctl", *args, timeout=self.stop_timeout_s + 15)
+        except subprocess.CalledProcessError as exc:
+            detail = " ".join((exc.output or "").split()) or f"exit status {exc.returncode}"
+            raise EmbeddedPostgresError(f"could not stop the embedded PostgreSQL in {self.pgdata}: {detail}") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise EmbeddedPostgresError(
+                f"could not stop the embedded PostgreSQL in {self.pgdata}: pg_ctl did not return in {exc.timeout:g} s"
+            ) from exc
+        if self._running():
+            raise EmbeddedPostgresError(f"the embedded PostgreSQL in {self.pgdata} is still running after pg_ctl stop")
+        return True
+
+    def _act_as_server_user(self) -> None:
+        """As root, run PostgreSQL's tools as the owner of the data folder, from binaries it can reach
+        (what ``start`` sets up; a process that only stops the server has not run ``start``)."""
+        if not _is_root() or self._run_as is not None:
             return
-        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            self._exec("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", "stop")
+        owner = self.pgdata.stat()
+        if owner.st_uid == 0:
+            raise EmbeddedPostgresError(
+                f"the embedded PostgreSQL's folder {self.pgdata} belongs to root, and PostgreSQL never runs as root:"
+                " no server of Ladder's runs there"
+            )
+        try:
+            self._run_as = pwd.getpwuid(owner.st_uid)
+        except KeyError:  # a uid without a name: what _exec needs is the ids
+            self._run_as = pwd.struct_passwd((str(owner.st_uid), "x", owner.st_uid, owner.st_gid, "", "/", ""))
+        if _reachable_by_others(self._bin) is not None:
+            self._bin = _mirror_binaries(self._bin, self.root)
 
     def release(self) -> None:
         """Drop this process's handle; stop the server if no live process holds one."""
@@ -201,7 +242,10 @@ class EmbeddedPostgres:
             pids = [p for p in self._read_handles() if p != os.getpid() and _pid_alive(p)]
             self._write_handles(pids)
             if not pids:
-                self.stop()
+                try:
+                    self.stop()
+                except EmbeddedPostgresError as exc:  # at exit: say so, a traceback would help no one
+                    log.warning("%s", exc)
 
     # -- steps -----------------------------------------------------------------------------------
 

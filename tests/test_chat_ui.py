@@ -177,7 +177,7 @@ def test_model_and_input_errors_become_chat_messages(chat: Chat) -> None:
     assert "the model endpoint answered 500" in history[-1]["content"] and "Traceback" not in str(history)
     assert box == "" and state["thread"]
     *_, (history, _, _) = handlers.respond("word " * 2000, [], state, chat.collection, "", [])
-    assert "**Error:** the question is" in history[-1]["content"]
+    assert "<strong>Error:</strong> the question is" in history[-1]["content"]
     assert "LADDER_MAX_QUESTION_TOKENS" in history[-1]["content"]
     *_, (history, _, _) = handlers.respond("How many artists?", [], state, chat.collection, "nope", ["fewshot"])
     assert "no data source named 'nope'" in history[-1]["content"]
@@ -237,7 +237,7 @@ def test_turn_view_and_feedback_lookup() -> None:
     assert first is not messages and first[0] is not messages[0]  # fresh objects on every update
     assert messages[1]["metadata"]["parent_id"] == messages[0]["metadata"]["id"]
     assert messages[1]["metadata"]["title"] == 'search_knowledge(query="Q?", k=4)'
-    assert messages[-1] == {"role": "assistant", "content": "Hello [1]"}
+    assert messages[-1] == {"role": "assistant", "content": "<p>Hello [1]</p>"}
     final = view.finish(
         TurnResult(
             answer="Hello [1]",

@@ -203,7 +203,7 @@ def test_a_killed_url_server_shows_an_error_in_the_chat_and_the_chat_recovers(
     started = time.monotonic()
     shown = say(QUESTION)
     assert time.monotonic() - started < 15
-    assert "**Error:** Ladder's database is not reachable (" in shown
+    assert "<strong>Error:</strong> Ladder's database is not reachable (" in shown  # shown as HTML
     assert "it will reconnect when the database is back" in shown and PASSWORD not in shown
     assert len(rig.agent.outbox) == 1  # the failed turn's completion waits for the server
     (waiting,) = rig.agent.outbox.pending()

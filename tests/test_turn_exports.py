@@ -18,11 +18,11 @@ from agent.core.config import Settings
 from agent.core.turn import Agent, TurnRequest, open_checkpointer
 from agent.models.endpoint import ChatEndpoint
 from agent.records.redact import redact
-from agent.records.turns import add_feedback
+from agent.records.turns import add_feedback, parse_age
 from evals.doubles.scripted_agent import ScriptedModel
 from evals.doubles.scripted_model import ScriptedOpenAI
 from evals.finetune.data import check_example, write_jsonl
-from evals.finetune.exports import distilled_examples, evalset_records, finetune_examples, parse_age
+from evals.finetune.exports import distilled_examples, evalset_records, finetune_examples
 from knowledge.base import KnowledgeBase
 
 DOCS = [

@@ -21,6 +21,7 @@ from agent.chat.scripted import scripted_chat
 from agent.core.config import Settings
 from agent.core.turn import Agent, TurnRequest
 from agent.records.access import AccessError, prepare_write, readable_collections, set_visibility
+from agent.records.turns import list_turns
 from agent.records.users import (
     UserError,
     add_user,
@@ -33,7 +34,6 @@ from agent.records.users import (
 )
 from evals.doubles.scripted_agent import ScriptedModel
 from evals.finetune.data import write_jsonl
-from evals.finetune.exports import list_turns
 from knowledge.base import KnowledgeBase
 from knowledge.db import Database
 
@@ -152,7 +152,7 @@ def test_a_thread_is_only_its_owners_through_every_face(server: Server, embedded
     *_, (history, _, _) = server.handlers.respond(
         "Tell me more", [], {"thread": thread}, server.collection, "", [], as_request(bob)
     )
-    assert history[-1]["content"] == f"**Error:** no thread {thread!r}"
+    assert history[-1]["content"] == f"<p><strong>Error:</strong> no thread {thread!r}</p>"
 
     # Feedback: a forged history pointing at ann's turn
     forged = [

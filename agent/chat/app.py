@@ -71,6 +71,7 @@ def _layout(services: ChatServices, handlers: ChatHandlers) -> _Page:
         with gr.Column(scale=4):
             chat = gr.Chatbot(
                 elem_id="chat",
+                render_markdown=False,  # messages arrive as safe HTML (agent.chat.safe_html), never as Markdown
                 height="72vh",
                 buttons=["copy", "copy_all"],
                 placeholder="Ask about your documents, or pick a database and ask about its data.",

@@ -22,7 +22,15 @@ from typing import Any
 import gradio as gr
 
 from agent.chat.auth import bearer_token
-from agent.chat.view import TurnView, citation_messages, turn_id_of
+from agent.chat.view import (
+    TurnView,
+    answer_message,
+    citation_messages,
+    error_message,
+    question_of,
+    turn_id_of,
+    user_message,
+)
 from agent.core.context import SWITCHES
 from agent.core.events import TurnEvent
 from agent.core.results import Citation, TurnResult
@@ -65,20 +73,6 @@ def browser_secret(data_dir: Path) -> str:
         return value
 
 
-def _text(message: dict[str, Any]) -> str:
-    """A chat message's text: Gradio hands history back with content as a list of parts."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
-def _error_message(text: str) -> dict[str, Any]:
-    return {"role": "assistant", "content": f"**Error:** {text}"}
-
-
 class TurnRun:
     """One turn on a worker thread, its events turned into chat messages as they arrive.
 
@@ -118,7 +112,7 @@ class TurnRun:
                 yield view.messages()
         worker.join()
         if self.result is None:
-            yield [*view.messages(), _error_message(self.error or "the turn ended without an answer")]
+            yield [*view.messages(), error_message(self.error or "the turn ended without an answer")]
             return
         yield view.finish(self.result)
 
@@ -171,15 +165,15 @@ class ChatHandlers:
                     return {"thread": uuid.uuid4().hex}, []
                 turns = thread_turns(conn, thread)
             for turn in turns:
-                history.append({"role": "user", "content": turn["question"]})
+                history.append(user_message(turn["question"]))
                 answer = turn["answer"] or (f"**Error:** {turn['error']}" if turn["error"] else "(no answer)")
-                history.append({"role": "assistant", "content": answer, "metadata": {"id": f"turn:{turn['turn_id']}"}})
+                history.append(answer_message(answer, turn["turn_id"]))
                 cited = [Citation.from_dict(c) for c in turn["citations"] or []]
                 if cited:
                     passages = kb.passages([c.chunk_id for c in cited])
                     history += citation_messages(cited, passages, turn["turn_id"][:8])
         except USER_ERRORS as exc:  # the database away at page load: say so, keep the thread id
-            return {"thread": thread}, [_error_message(f"{exc}. Reload the page to see this conversation.")]
+            return {"thread": thread}, [error_message(f"{exc}. Reload the page to see this conversation.")]
         return {"thread": thread}, history
 
     def new_chat(self) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
@@ -204,12 +198,12 @@ class ChatHandlers:
         if not question:
             yield history, "", state
             return
-        history.append({"role": "user", "content": question})
+        history.append(user_message(question))
         yield history, "", state
         try:
             user = self.user(request)
         except AccessError as exc:
-            yield [*history, _error_message(str(exc))], "", state
+            yield [*history, error_message(str(exc))], "", state
             return
         turn = TurnRequest(
             question,
@@ -235,12 +229,12 @@ class ChatHandlers:
         request: gr.Request | None = None,
     ) -> Iterator[tuple[list[dict[str, Any]], str, dict[str, Any]]]:
         """Ask the last question again (a new turn in the same thread)."""
-        question = evt.value if isinstance(evt.value, str) else _text({"content": evt.value})
+        question = question_of(evt.value)
         yield from self.respond(question, history[: evt.index], state, collection, database, switches, request)
 
     def undo(self, history: list[dict[str, Any]], evt: gr.UndoData) -> tuple[list[dict[str, Any]], str]:
         """Take the last question back into the box (the logged turn stays in the log)."""
-        question = evt.value if isinstance(evt.value, str) else _text({"content": evt.value})
+        question = question_of(evt.value)
         return history[: evt.index], question
 
     # -- feedback ----------------------------------------------------------------------------------

@@ -1,6 +1,10 @@
 """What the chat shows of a turn: its steps as collapsible messages, the streamed answer, and the
 passages it cites. Plain message dicts in the shape Gradio's Chatbot takes, built fresh on every
 call so that each streamed update is a new object.
+
+Every message leaves here as safe HTML (agent.chat.safe_html): the steps, answers and passages are
+written as Markdown, which the server renders so that nothing in a passage, a table cell, a file
+name or an answer makes the browser fetch anything.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import time
 import uuid
 from typing import Any
 
+from agent.chat.safe_html import html_text, markdown_html, text_html
 from agent.core.events import StepEvent, TokenEvent, ToolEvent, TurnEvent
 from agent.core.results import Citation, TurnResult
 
@@ -82,9 +87,9 @@ class TurnView:
 
     def messages(self) -> list[dict[str, Any]]:
         """The turn so far: its steps, then the answer as it streams (new objects every call)."""
-        out = [copy.deepcopy(self.steps[i]) for i in self.order]
+        out = [shown(self.steps[i]) for i in self.order]
         if self.answer:
-            out.append({"role": "assistant", "content": self.answer})
+            out.append({"role": "assistant", "content": markdown_html(self.answer)})
         return out
 
     def finish(self, result: TurnResult) -> list[dict[str, Any]]:
@@ -99,13 +104,43 @@ class TurnView:
             fact_check["content"] = "\n".join(
                 f"- {'supported' if v['supported'] else 'NOT supported'}: {v['claim']}" for v in verdicts
             )
-        out = [copy.deepcopy(self.steps[i]) for i in self.order]
+        out = [shown(self.steps[i]) for i in self.order]
         text = result.answer or self.answer
         if result.error and result.error not in text:
             text = f"{text}\n\n**Error:** {result.error}" if text else f"**Error:** {result.error}"
-        out.append({"role": "assistant", "content": text, "metadata": {"id": ANSWER_ID_PREFIX + result.turn_id}})
+        out.append(answer_message(text, result.turn_id))
         out += citation_messages(result.citations, list(result.passages), self.key)
         return out
+
+
+def shown(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as the chat shows it: a new object, its Markdown content and its title as safe HTML."""
+    out = copy.deepcopy(message)
+    out["content"] = markdown_html(out.get("content") or "")
+    if (out.get("metadata") or {}).get("title"):
+        out["metadata"]["title"] = text_html(out["metadata"]["title"])
+    return out
+
+
+def user_message(question: str) -> dict[str, Any]:
+    """The question as asked, shown as text (never as Markdown or HTML)."""
+    return {"role": "user", "content": text_html(question)}
+
+
+def question_of(value: Any) -> str:
+    """The question text of a user message the browser hands back (retry, undo)."""
+    if isinstance(value, list):
+        value = "".join(p.get("text", "") for p in value if isinstance(p, dict) and p.get("type") == "text")
+    return html_text(value if isinstance(value, str) else "")
+
+
+def answer_message(text: str, turn_id: str) -> dict[str, Any]:
+    """A finished turn's answer (its id in the metadata, for feedback)."""
+    return {"role": "assistant", "content": markdown_html(text), "metadata": {"id": ANSWER_ID_PREFIX + turn_id}}
+
+
+def error_message(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": markdown_html(f"**Error:** {text}")}
 
 
 def citation_messages(citations: list[Citation], passages: list[Any], key: str) -> list[dict[str, Any]]:
@@ -118,13 +153,15 @@ def citation_messages(citations: list[Citation], passages: list[Any], key: str) 
             continue
         number = citation.number or position
         text = passage["text"] if len(passage["text"]) <= CITED_CHARS else passage["text"][:CITED_CHARS] + " …"
-        heading = f"**{passage['heading']}**\n\n" if passage.get("heading") else ""
+        # the passage is Markdown (documents often are); its heading and file name are shown as plain text
+        heading = f"<p><strong>{text_html(passage['heading'])}</strong></p>" if passage.get("heading") else ""
+        source = f"<p><em>Source: {text_html(passage['source'])} (chunk {passage['chunk_id']})</em></p>"
         messages.append(
             {
                 "role": "assistant",
-                "content": f"{heading}{text}\n\n_Source: {passage['source']} (chunk {passage['chunk_id']})_",
+                "content": heading + markdown_html(text) + source,
                 "metadata": {
-                    "title": f"[{number}] {passage.get('title') or passage['doc_id']}",
+                    "title": text_html(f"[{number}] {passage.get('title') or passage['doc_id']}"),
                     "id": f"{key}:cite:{citation.chunk_id}",
                     "status": "done",
                     "log": passage["doc_id"],

@@ -349,9 +349,11 @@ def db_stop() -> None:
     def body() -> None:
         settings = load_settings()
         if settings.database_url:
-            err.print("DATABASE_URL is set: Ladder does not manage that server.")
+            err.print("error: DATABASE_URL is set: Ladder does not manage that server.", style="red")
             raise typer.Exit(1)
-        EmbeddedPostgres(settings.data_dir).stop()
-        out.print("stopped")
+        server = EmbeddedPostgres(settings.data_dir)
+        stopped = server.stop()  # EmbeddedPostgresError (exit 1, pg_ctl's reason) when it could not
+        state = "stopped" if stopped else "was not running"
+        out.print(f"the embedded PostgreSQL in {server.pgdata} {state}", highlight=False, markup=False, soft_wrap=True)
 
     run(body)

@@ -18,7 +18,7 @@ export_app = typer.Typer(help="Turn the log into data: eval sets and fine-tuning
 
 
 def _age_option(text: str | None) -> datetime | None:
-    from evals.finetune.exports import parse_age
+    from agent.records.turns import parse_age
 
     if text is None:
         return None
@@ -45,7 +45,7 @@ def logs(
     started = _age_option(since)
 
     def body() -> None:
-        from evals.finetune.exports import list_turns
+        from agent.records.turns import list_turns
         from knowledge.db import Database
 
         with Database(load_settings().database_config()) as db, db.connection() as conn:
@@ -75,8 +75,8 @@ def logs(
 def logs_prune(
     older_than: Annotated[str, typer.Option("--older-than", help="Delete turns older than this: 90d, 12h.")],
 ) -> None:
-    """Delete old turns and their feedback (retention)."""
-    from evals.finetune.exports import parse_age
+    """Delete old turns with their feedback and the conversation state (checkpoints) that holds them."""
+    from agent.records.turns import parse_age
 
     try:
         age = parse_age(older_than)
@@ -84,12 +84,19 @@ def logs_prune(
         raise typer.BadParameter(str(exc), param_hint="--older-than") from None
 
     def body() -> None:
-        from evals.finetune.exports import prune_turns
+        from agent.records.turns import prune_turns
         from knowledge.db import Database
 
         with Database(load_settings().database_config()) as db, db.connection() as conn:
-            removed = prune_turns(conn, age)
-        out.print(f"deleted {removed} turns older than {older_than}", highlight=False, markup=False)
+            report = prune_turns(conn, age)
+        out.print(
+            f"deleted {report.turns} turns older than {older_than} with their feedback, and {report.checkpoints}"
+            f" checkpoints (every one of {report.threads_deleted} threads left without turns; all but the latest"
+            f" of {report.threads_trimmed} threads that keep newer turns)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
     run(body)
 

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     answer_max_tokens: int = Field(default=400, ge=16, le=8192)
     draft_context_tokens: int | None = Field(default=None, ge=100)
     max_question_tokens: int = Field(default=1000, ge=16)
+    # Secrets in a question (keys, tokens, passwords) are masked before it is stored or sent to a model;
+    # off keeps questions verbatim for deployments that must.
+    redact_questions: bool = True
     embedding_model: str = "all-MiniLM-L6-v2"
     embedding_batch_size: int = Field(default=64, ge=1, le=4096)
     embedding_threads: int = Field(default=0, ge=0, le=256)

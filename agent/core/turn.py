@@ -31,6 +31,7 @@ from agent.models.calls import BudgetExceeded, ModelCaller, StreamInterrupted
 from agent.models.endpoint import ChatEndpoint
 from agent.records.access import check_read, check_thread
 from agent.records.outbox import TurnOutbox
+from agent.records.redact import redact_secrets
 from agent.records.turns import TurnCompletion, finish_turn, start_turn
 from agent.records.users import User
 from knowledge.base import KnowledgeBase
@@ -183,11 +184,13 @@ class Agent:
     def ask(self, request: TurnRequest, on_event: Callable[[TurnEvent], None] | None = None) -> TurnResult:
         """Run a turn; stream events to ``on_event``; return the answer with citations, checks and passages."""
         question = check_question(request.question, self.settings)
+        if self.settings.redact_questions:  # before the turn log, the checkpoints and the model see it
+            question = redact_secrets(question)
         context = self._context(request)
         thread_id = request.thread_id or uuid.uuid4().hex
         turn_id = uuid.uuid4().hex
         self._start(request, question, turn_id, thread_id, context.switches)
-        final, error, events = self._run(question, thread_id, context, on_event)
+        final, error, events = self._run(question, turn_id, thread_id, context, on_event)
         result = self._result(final, error, context, turn_id, thread_id)
         self._complete(turn_id, self._completion(result, final, events, context.caller))
         return result
@@ -233,10 +236,16 @@ class Agent:
         )
 
     def _run(
-        self, question: str, thread_id: str, context: TurnContext, on_event: Callable[[TurnEvent], None] | None
+        self,
+        question: str,
+        turn_id: str,
+        thread_id: str,
+        context: TurnContext,
+        on_event: Callable[[TurnEvent], None] | None,
     ) -> tuple[dict[str, Any], str | None, list[TurnEvent]]:
         """Stream the graph: (final state, the failure that stopped it or None, every event but tokens)."""
-        config = {"configurable": {"thread_id": thread_id}, "recursion_limit": RECURSION_LIMIT}
+        # turn_id lands in each checkpoint's metadata: retention finds the checkpoints of a pruned turn by it
+        config = {"configurable": {"thread_id": thread_id, "turn_id": turn_id}, "recursion_limit": RECURSION_LIMIT}
         final: dict[str, Any] = {}
         events: list[TurnEvent] = []
         try:

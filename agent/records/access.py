@@ -27,14 +27,28 @@ def _user_id(user: User | None) -> int | None:
 
 
 def check_thread(conn: psycopg.Connection, thread_id: str, user: User | None) -> None:
-    """Refuse to continue or show a thread that holds turns of anyone but ``user``."""
+    """Refuse to continue or show a thread owned by anyone but ``user`` (the threads table, which
+    retention never empties: a thread whose turns were pruned is still its owner's)."""
     if user is None:
         return
-    foreign = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM turns WHERE thread_id = %s AND user_id IS DISTINCT FROM %s)",
-        (thread_id, user.id),
-    ).fetchone()
-    if foreign and foreign[0]:
+    row = conn.execute("SELECT user_id FROM threads WHERE thread_id = %s", (thread_id,)).fetchone()
+    if row is not None and row[0] != user.id:
+        raise AccessError(f"no thread {thread_id!r}")
+
+
+def claim_thread(conn: psycopg.Connection, thread_id: str, user_id: int | None) -> None:
+    """Record ``user_id`` as the owner of a new thread; refuse a logged-in user another's thread.
+
+    Called in the transaction that logs the turn, so two users starting the same new thread id at
+    once cannot both get it (the second one's insert finds the first's row)."""
+    conn.execute(
+        "INSERT INTO threads (thread_id, user_id) VALUES (%s, %s) ON CONFLICT (thread_id) DO NOTHING",
+        (thread_id, user_id),
+    )
+    if user_id is None:
+        return  # the local operator may add to any thread
+    row = conn.execute("SELECT user_id FROM threads WHERE thread_id = %s", (thread_id,)).fetchone()
+    if row is None or row[0] != user_id:
         raise AccessError(f"no thread {thread_id!r}")
 
 

@@ -1,20 +1,29 @@
 """The turn log: every turn is written before the graph runs and completed after it, and feedback
 attaches to a turn. A turn left ``running`` by a crash stays visible as incomplete, never lost.
+Listing turns and retention (pruning old turns with their feedback and checkpoints) live here too.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from agent.records.access import claim_thread
+from agent.records.checkpoints import prune_checkpoints
+from agent.records.redact import redact
 from knowledge.errors import LadderError
 
 MAX_COMMENT_CHARS = 4000
 MAX_CORRECTION_CHARS = 20_000  # the feedback table's own check
+Feedback = Literal["up", "down", "any", "none"]
+_DURATION = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+_MAX_AGE_MINUTES = 100 * 366 * 24 * 60
 
 
 class FeedbackError(LadderError, ValueError):
@@ -33,7 +42,9 @@ def start_turn(
     switches: dict[str, bool],
     user_id: int | None = None,
 ) -> None:
+    """Log the turn as ``running``; its thread is claimed for ``user_id`` if new (AccessError if another's)."""
     with conn.transaction():
+        claim_thread(conn, thread_id, user_id)
         conn.execute(
             "INSERT INTO turns (turn_id, thread_id, face, question, collection, data_source, switches, user_id)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -162,3 +173,71 @@ def thread_turns(conn: psycopg.Connection, thread_id: str, limit: int = 200) -> 
         )
         .fetchall()
     )
+
+
+def parse_age(text: str) -> timedelta:
+    """``90d``, ``12h`` or ``30m`` as a timedelta; a clear error otherwise."""
+    match = _DURATION.match(text or "")
+    if not match:
+        raise ValueError(f"{text!r} is not an age like 90d, 12h or 30m")
+    minutes = int(match.group(1)) * {"d": 24 * 60, "h": 60, "m": 1}[match.group(2)]
+    if minutes > _MAX_AGE_MINUTES:  # further back than a timestamp (Python's or PostgreSQL's) reaches
+        raise ValueError(f"{text!r} is more than 100 years")
+    return timedelta(minutes=minutes)
+
+
+def _feedback_filter(feedback: Feedback) -> str:
+    # The newest feedback on a turn is the one that counts.
+    latest = "(SELECT f.rating FROM feedback f WHERE f.turn_id = t.turn_id ORDER BY f.id DESC LIMIT 1)"
+    return {
+        "up": f"{latest} = 'up'",
+        "down": f"{latest} = 'down'",
+        "any": f"{latest} IS NOT NULL",
+        "none": "TRUE",
+    }[feedback]
+
+
+def list_turns(
+    conn: psycopg.Connection,
+    *,
+    since: datetime | None = None,
+    feedback: Feedback = "none",
+    limit: int = 100,
+    user: str | None = None,
+) -> list[dict[str, Any]]:
+    """Turns, newest first, with their user and latest feedback (secrets redacted); ``user`` keeps one user's."""
+    cur = conn.cursor(row_factory=dict_row).execute(
+        "SELECT t.turn_id, t.thread_id, u.name AS user, t.face, t.status, t.started_at, t.question, t.answer,"
+        " t.error, t.model, t.usage,"
+        " (SELECT f.rating FROM feedback f WHERE f.turn_id = t.turn_id ORDER BY f.id DESC LIMIT 1) AS feedback,"
+        " (SELECT f.comment FROM feedback f WHERE f.turn_id = t.turn_id ORDER BY f.id DESC LIMIT 1) AS comment"
+        " FROM turns t LEFT JOIN users u ON u.id = t.user_id"
+        f" WHERE t.started_at >= %s AND {_feedback_filter(feedback)} AND (%s::text IS NULL OR u.name = %s)"
+        " ORDER BY t.started_at DESC LIMIT %s",
+        (since or datetime(1970, 1, 1), user, user, limit),
+    )
+    return [redact(row, personal=False) for row in cur.fetchall()]
+
+
+@dataclass
+class PruneReport:
+    """What `prune_turns` deleted."""
+
+    turns: int
+    threads_deleted: int = 0  # threads whose checkpoints all went (no turn left)
+    threads_trimmed: int = 0  # threads that keep newer turns, cut to their latest checkpoint
+    checkpoints: int = 0
+
+
+def prune_turns(conn: psycopg.Connection, older_than: timedelta) -> PruneReport:
+    """Delete turns (with their feedback) started more than ``older_than`` ago, and the checkpoints
+    that hold them (agent.records.checkpoints). Thread ownership (the threads table) is kept."""
+    with conn.transaction():
+        rows = conn.execute(
+            "DELETE FROM turns WHERE started_at < now() - %s RETURNING thread_id", (older_than,)
+        ).fetchall()
+    report = PruneReport(turns=len(rows))
+    done = prune_checkpoints(conn, {thread for (thread,) in rows})
+    report.threads_deleted, report.threads_trimmed = done.threads_deleted, done.threads_trimmed
+    report.checkpoints = done.checkpoints_deleted
+    return report

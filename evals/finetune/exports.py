@@ -1,5 +1,5 @@
-"""The turn log as data: listing and pruning turns, and exporting them as an evaluation set or as
-OpenAI chat fine-tuning examples.
+"""The turn log as data: exporting turns as an evaluation set or as OpenAI chat fine-tuning examples
+(listing and pruning turns is the records layer's: agent.records.turns).
 
 An evaluation-set line is ``{"id", "question", "reference_answer"?, "reference_contexts"?,
 "reference_doc_ids"?, "label"?}`` (the format evals/ reads). A fine-tuning example is the turn as
@@ -10,73 +10,18 @@ the agent made with its result, and the answer the user approved or corrected.
 from __future__ import annotations
 
 import json
-import re
-from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from agent.core import prompts
 from agent.records.redact import redact
+from agent.records.turns import Feedback
 from knowledge.search import SearchHit
 from tools.knowledge import SCHEMA as SEARCH_SCHEMA
 from tools.knowledge import format_passages
 from tools.sql.tool import SCHEMAS as SQL_SCHEMAS
-
-Feedback = Literal["up", "down", "any", "none"]
-_DURATION = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
-_MAX_AGE_MINUTES = 100 * 366 * 24 * 60
-
-
-def parse_age(text: str) -> timedelta:
-    """``90d``, ``12h`` or ``30m`` as a timedelta; a clear error otherwise."""
-    match = _DURATION.match(text or "")
-    if not match:
-        raise ValueError(f"{text!r} is not an age like 90d, 12h or 30m")
-    minutes = int(match.group(1)) * {"d": 24 * 60, "h": 60, "m": 1}[match.group(2)]
-    if minutes > _MAX_AGE_MINUTES:  # further back than a timestamp (Python's or PostgreSQL's) reaches
-        raise ValueError(f"{text!r} is more than 100 years")
-    return timedelta(minutes=minutes)
-
-
-def _feedback_filter(feedback: Feedback) -> str:
-    # The newest feedback on a turn is the one that counts.
-    latest = "(SELECT f.rating FROM feedback f WHERE f.turn_id = t.turn_id ORDER BY f.id DESC LIMIT 1)"
-    return {
-        "up": f"{latest} = 'up'",
-        "down": f"{latest} = 'down'",
-        "any": f"{latest} IS NOT NULL",
-        "none": "TRUE",
-    }[feedback]
-
-
-def list_turns(
-    conn: psycopg.Connection,
-    *,
-    since: datetime | None = None,
-    feedback: Feedback = "none",
-    limit: int = 100,
-    user: str | None = None,
-) -> list[dict[str, Any]]:
-    """Turns, newest first, with their user and latest feedback (secrets redacted); ``user`` keeps one user's."""
-    cur = conn.cursor(row_factory=dict_row).execute(
-        "SELECT t.turn_id, t.thread_id, u.name AS user, t.face, t.status, t.started_at, t.question, t.answer,"
-        " t.error, t.model, t.usage,"
-        " (SELECT f.rating FROM feedback f WHERE f.turn_id = t.turn_id ORDER BY f.id DESC LIMIT 1) AS feedback,"
-        " (SELECT f.comment FROM feedback f WHERE f.turn_id = t.turn_id ORDER BY f.id DESC LIMIT 1) AS comment"
-        " FROM turns t LEFT JOIN users u ON u.id = t.user_id"
-        f" WHERE t.started_at >= %s AND {_feedback_filter(feedback)} AND (%s::text IS NULL OR u.name = %s)"
-        " ORDER BY t.started_at DESC LIMIT %s",
-        (since or datetime(1970, 1, 1), user, user, limit),
-    )
-    return [redact(row, personal=False) for row in cur.fetchall()]
-
-
-def prune_turns(conn: psycopg.Connection, older_than: timedelta) -> int:
-    """Delete turns (and their feedback) started more than ``older_than`` ago."""
-    with conn.transaction():
-        return conn.execute("DELETE FROM turns WHERE started_at < now() - %s", (older_than,)).rowcount
 
 
 def _turns_with_feedback(conn: psycopg.Connection, feedback: Feedback) -> list[dict[str, Any]]:
