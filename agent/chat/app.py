@@ -25,13 +25,14 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from agent.chat.auth import BearerTokens, bearer_token
+from agent.chat.login import BrowserLogins, LoginService, SessionGuard, pin_forwarded_trust
 from agent.chat.view import TurnView, citation_messages, turn_id_of
 from agent.cli.common import user_errors
 from agent.core.context import SWITCHES
 from agent.core.turn import Agent, TurnRequest
 from agent.records.access import AccessError, check_read, check_thread, check_turn, prepare_write, readable_collections
 from agent.records.turns import FeedbackError, add_feedback, set_feedback_comment, thread_turns
-from agent.records.users import User, get_user, user_for_token, verify_login
+from agent.records.users import User, get_user, user_for_token
 from tools.sql.sources import registered_sources
 
 log = logging.getLogger(__name__)
@@ -477,12 +478,6 @@ def launch(
     users table and MCP/API callers send a bearer token (checked by BearerTokens, also on MCP)."""
     kb = services.agent.kb
 
-    def login(name: str, password: str) -> bool:
-        if kb is None:
-            return False
-        with kb.db.connection() as conn:
-            return verify_login(conn, name, password) is not None
-
     def resolve(token: str) -> str | None:
         if kb is None:
             return None
@@ -490,13 +485,19 @@ def launch(
             found = user_for_token(conn, token)
         return found.name if found else None
 
-    middleware = Middleware(BearerTokens, resolve=resolve, login_required=services.login)
+    # The login is checked off the event loop and limited per address and name (agent/chat/login.py);
+    # SessionGuard, outside BearerTokens, ends sessions whose user changed password or is gone.
+    logins = BrowserLogins(LoginService(kb.db if kb is not None else None))
+    middleware = [Middleware(BearerTokens, resolve=resolve, login_required=services.login)]
+    if services.login:
+        middleware.insert(0, Middleware(SessionGuard, logins=logins))
+    pin_forwarded_trust()
     return app.launch(
         server_name=host,
         server_port=port,
-        auth=login if services.login else None,
+        auth=logins.auth if services.login else None,
         auth_message="Ladder: log in to chat with your documents" if services.login else None,
-        app_kwargs={"middleware": [middleware]},
+        app_kwargs={"middleware": middleware},
         share=False,
         mcp_server=mcp,
         show_error=False,
