@@ -3,9 +3,11 @@
 Checking: Gradio's login route awaits an async ``auth`` callable (a sync one it calls on its event
 loop, which froze every user while Argon2 ran). ``BrowserLogins.auth`` is async: it asks
 agent.records.logins whether the attempt may go on (a worker thread, one indexed read for a refused
-one), then checks the password in another worker thread, at most ``hash_slots`` at a time and without
-holding a database connection. A refused attempt is answered at once: 429 with Retry-After, and 503
-when too many password checks already wait.
+one), then computes the Argon2id hash in a thread of its own pool, at most ``hash_slots`` at a
+time, at the lowest CPU priority and without a database connection held. A refused attempt is
+answered at once with 429 and Retry-After, 503 when too many checks already wait; once the
+database has refused an address or a name, this process refuses the rest of its wait from memory
+(an address before its form is even read), so a flood costs a few microseconds an attempt.
 
 Sessions: Gradio keeps them in ``app.tokens`` (cookie value -> user name), per process, for as long
 as the process lives. ``SessionGuard`` (ASGI middleware) notes the user id and session generation of
@@ -22,12 +24,16 @@ proxy", so only an operator who names their proxy in FORWARDED_ALLOW_IPS has the
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,7 +43,15 @@ from anyio import to_thread
 from fastapi import HTTPException
 from starlette.requests import cookie_parser
 
-from agent.records.logins import LoginLimits, admit, login_succeeded, prune_attempts
+from agent.records.logins import (
+    LoginLimits,
+    Refused,
+    address_key,
+    admit,
+    attempt_keys,
+    login_succeeded,
+    prune_attempts,
+)
 from agent.records.users import Login, login_record, password_matches, session_generation
 from knowledge.db import DatabaseError
 
@@ -58,6 +72,9 @@ SESSION_RECHECK_S = 1.0
 MAX_WAITING_CHECKS = 16  # admitted attempts waiting for a hash slot; more are refused with 503
 ADMIT_SLOTS = 4  # concurrent admission queries: a flood borrows at most this many pooled connections
 MAX_SESSIONS = 10_000  # per process; past it the oldest session ends
+MAX_KEYS_NOTED = (
+    10_000  # refused keys remembered per process; past it the oldest are forgotten (the database still knows)
+)
 PRUNE_EVERY_S = 60.0
 LOGIN_PATHS = frozenset({"/login", "/login/"})
 FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
@@ -70,6 +87,16 @@ def pin_forwarded_trust() -> str:
     if trusted:
         log.info("client addresses are taken from X-Forwarded-For when the peer is %s", trusted)
     return trusted
+
+
+def _lowest_cpu_priority() -> None:
+    """Run this thread, and the threads Argon2id starts from it, at the lowest CPU priority (Linux
+    keeps a nice value per thread): when the CPUs are busy, logins wait rather than users' turns."""
+    if sys.platform == "linux":
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:  # a sandbox that forbids it: full priority, still off the event loop
+            log.debug("cannot lower the priority of the password-check thread", exc_info=True)
 
 
 def hash_slots_default() -> int:
@@ -86,8 +113,8 @@ class LoginService:
         self._pruned = 0.0
         self._prune_lock = threading.Lock()
 
-    def admit(self, name: str, address: str | None) -> float | None:
-        """None when the attempt may check its password (it is charged); else the seconds to wait."""
+    def admit(self, name: str, address: str | None) -> Refused | None:
+        """None when the attempt may check its password (it is charged); else how long it must wait."""
         if self.db is None:
             return None
         with self.db.connection() as conn:
@@ -95,14 +122,12 @@ class LoginService:
             self._maybe_prune(conn)
         return wait
 
-    def check(self, name: str, password: str) -> Login | None:
-        """The login when the password is right (the connection is returned before the hash is computed)."""
-        found = None
-        if self.db is not None:
-            with self.db.connection() as conn:
-                found = login_record(conn, name)
-        matches = password_matches(found[1] if found else None, password)
-        return found[0] if found and matches else None
+    def record(self, name: str) -> tuple[Login, str] | None:
+        """The user's login and password hash (None for no such user), for ``password_matches``."""
+        if self.db is None:
+            return None
+        with self.db.connection() as conn:
+            return login_record(conn, name)
 
     def succeeded(self, name: str, address: str | None) -> None:
         if self.db is not None:
@@ -141,6 +166,9 @@ class _Session:
 _attempt: ContextVar[_Attempt | None] = ContextVar("ladder_login_attempt", default=None)
 
 
+LIMITED = "too many failed logins from this address or for this name; try again in {seconds} s"
+
+
 def _refusal(status: int, wait_s: float, message: str) -> HTTPException:
     seconds = max(1, math.ceil(wait_s))
     return HTTPException(status, detail=message.format(seconds=seconds), headers={"Retry-After": str(seconds)})
@@ -163,29 +191,50 @@ class BrowserLogins:
         self.recheck_s = recheck_s
         self._waiting = 0
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._hash_pool: ThreadPoolExecutor | None = None
         self._sessions: dict[str, _Session] = {}  # Gradio's cookie value -> what its login checked
         self._generations: dict[int, tuple[float, int | None]] = {}  # user id -> (when read, generation)
+        # (kind, key) -> until when (monotonic) the database said it must wait: the rest of a flood is
+        # refused from memory, without a query. Only what the database said, so never more than its limit.
+        self._waiting_keys: dict[tuple[str, str], float] = {}
+
+    def known_wait(self, keys: list[tuple[str, str]]) -> float | None:
+        """The seconds some of these keys must still wait, as far as this process knows; None if none."""
+        now = time.monotonic()
+        waits = [self._waiting_keys.get(k, 0.0) - now for k in keys]
+        return max(waits) if max(waits, default=0.0) > 0 else None
+
+    def _note(self, refused: Refused) -> None:
+        now = time.monotonic()
+        if len(self._waiting_keys) >= MAX_KEYS_NOTED:
+            self._waiting_keys = {k: t for k, t in self._waiting_keys.items() if t > now}
+        while len(self._waiting_keys) >= MAX_KEYS_NOTED:
+            del self._waiting_keys[next(iter(self._waiting_keys))]
+        for key in refused.keys:
+            self._waiting_keys[key] = now + refused.wait_s
 
     def _limiter(self, kind: str) -> anyio.CapacityLimiter:
         # made on first use: a limiter belongs to the event loop of the server, which runs in its own thread
         if kind not in self._limiters:
-            self._limiters[kind] = anyio.CapacityLimiter(self.hash_slots if kind == "hash" else ADMIT_SLOTS)
+            self._limiters[kind] = anyio.CapacityLimiter(ADMIT_SLOTS)
         return self._limiters[kind]
 
     async def auth(self, name: str, password: str) -> bool:
         """Check a login without blocking the event loop; raises 429/503 when the attempt is refused."""
         attempt = _attempt.get() or _Attempt(None)
+        known = self.known_wait(attempt_keys(name, attempt.address))
+        if known is not None:
+            raise _refusal(429, known, LIMITED)
         try:
-            wait = await to_thread.run_sync(self.service.admit, name, attempt.address, limiter=self._limiter("db"))
-            if wait is not None:
-                raise _refusal(
-                    429, wait, "too many failed logins from this address or for this name; try again in {seconds} s"
-                )
+            refused = await to_thread.run_sync(self.service.admit, name, attempt.address, limiter=self._limiter("db"))
+            if refused is not None:
+                self._note(refused)
+                raise _refusal(429, refused.wait_s, LIMITED)
             if self._waiting >= self.max_waiting:  # many addresses at once: refuse rather than queue without end
                 raise _refusal(503, 1, "too many logins are being checked right now; try again in {seconds} s")
             self._waiting += 1
             try:
-                login = await to_thread.run_sync(self.service.check, name, password, limiter=self._limiter("hash"))
+                login = await self._check(name, password)
             finally:
                 self._waiting -= 1
             if login is not None:
@@ -194,6 +243,21 @@ class BrowserLogins:
             raise HTTPException(503, detail=str(exc)) from exc
         attempt.login = login
         return login is not None
+
+    async def _check(self, name: str, password: str) -> Login | None:
+        """The login when the password is right: the record read at normal priority, then the hash
+        computed in a hashing thread without a database connection held."""
+        found = await to_thread.run_sync(self.service.record, name, limiter=self._limiter("db"))
+        stored = found[1] if found else None
+        matches = await asyncio.get_running_loop().run_in_executor(self._hashing(), password_matches, stored, password)
+        return found[0] if found and matches else None
+
+    def _hashing(self) -> ThreadPoolExecutor:
+        if self._hash_pool is None:
+            self._hash_pool = ThreadPoolExecutor(
+                self.hash_slots, thread_name_prefix="ladder-password-check", initializer=_lowest_cpu_priority
+            )
+        return self._hash_pool
 
     def opened(self, cookie: str, login: Login, tokens: MutableMapping[str, str]) -> None:
         """Note the session Gradio just opened for a login that ``auth`` let through."""
@@ -255,6 +319,11 @@ class SessionGuard:
     ) -> None:
         client = scope.get("client")
         attempt = _Attempt(client[0] if client else None)
+        known = self.logins.known_wait([("address", address_key(attempt.address))])
+        if known is not None:  # this address must wait: refused before the form is even read
+            refusal = _refusal(429, known, LIMITED)
+            await _respond(send, refusal.status_code, {"detail": refusal.detail}, refusal.headers or {})
+            return
         name = f"access-token-{cookie_id}"
 
         async def sending(message: Message) -> None:
@@ -293,3 +362,11 @@ class SessionGuard:
         kept = "; ".join(f"{k}={v}" for k, v in cookies.items() if k not in names)
         rest = [(k, v) for k, v in headers if k != b"cookie"]
         return [*rest, (b"cookie", kept.encode("latin-1"))] if kept else rest
+
+
+async def _respond(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
+    data = json.dumps(body).encode()
+    fields = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    fields += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": fields})
+    await send({"type": "http.response.body", "body": data})

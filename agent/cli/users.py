@@ -60,7 +60,7 @@ def users_passwd(name: Annotated[str, typer.Argument()], password_stdin: Passwor
         password = _password(password_stdin)
         with _database() as db, db.connection() as conn:
             set_password(conn, name, password)
-        out.print(f"password of {name} changed; their browser sessions have ended", highlight=False, markup=False)
+        out.print(f"password of {name} changed; their browser sessions end", highlight=False, markup=False)
 
     run(body)
 

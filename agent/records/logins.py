@@ -42,7 +42,7 @@ class LoginLimits:
     """The limits of both kinds of key. An address is looser than a name: an office behind one NAT
     shares an address, while a name is one person who rarely mistypes their password five times."""
 
-    address: Limit = field(default_factory=lambda: Limit(free=10, first_delay_s=1.0, max_delay_s=60.0))
+    address: Limit = field(default_factory=lambda: Limit(free=5, first_delay_s=1.0, max_delay_s=60.0))
     name: Limit = field(default_factory=lambda: Limit(free=5, first_delay_s=1.0, max_delay_s=300.0))
     window_s: float = 900.0  # failures this old are forgotten
 
@@ -50,10 +50,18 @@ class LoginLimits:
         return self.address if kind == "address" else self.name
 
 
+@dataclass(frozen=True)
+class Refused:
+    """An attempt that must wait: how long, and which keys (kind, key) hold it back."""
+
+    wait_s: float
+    keys: tuple[tuple[str, str], ...]
+
+
 class _Refused(Exception):
-    def __init__(self, wait_s: float) -> None:
-        super().__init__(wait_s)
-        self.wait_s = wait_s
+    def __init__(self, refused: Refused) -> None:
+        super().__init__(refused.wait_s)
+        self.refused = refused
 
 
 def address_key(host: str | None) -> str:
@@ -72,7 +80,7 @@ def address_key(host: str | None) -> str:
     return str(ip)
 
 
-def _keys(name: str, address: str | None) -> list[tuple[str, str]]:
+def attempt_keys(name: str, address: str | None) -> list[tuple[str, str]]:
     """The keys one attempt is counted under. A name that no user can have gets no row of its own
     (the address pays for it), which bounds what a stream of made-up names can store."""
     keys = [("address", address_key(address))]
@@ -81,15 +89,17 @@ def _keys(name: str, address: str | None) -> list[tuple[str, str]]:
     return keys
 
 
-def _wait_s(conn: psycopg.Connection, keys: list[tuple[str, str]]) -> float | None:
+def _waits(conn: psycopg.Connection, keys: list[tuple[str, str]]) -> Refused | None:
     names = dict(keys)
-    row = conn.execute(
-        "SELECT extract(epoch FROM max(a.next_at - c.t))::float8"
+    rows = conn.execute(
+        "SELECT a.kind, a.key, extract(epoch FROM a.next_at - c.t)::float8"
         " FROM login_attempts a, (SELECT clock_timestamp() AS t) c WHERE a.next_at > c.t"
         " AND ((a.kind = 'address' AND a.key = %(address)s) OR (a.kind = 'name' AND a.key = %(name)s))",
         {"address": names["address"], "name": names.get("name")},
-    ).fetchone()
-    return row[0] if row and row[0] is not None else None
+    ).fetchall()
+    if not rows:
+        return None
+    return Refused(max(r[2] for r in rows), tuple((r[0], r[1]) for r in rows))
 
 
 def _charge(conn: psycopg.Connection, kind: str, key: str, limits: LoginLimits) -> None:
@@ -109,7 +119,7 @@ def _charge(conn: psycopg.Connection, kind: str, key: str, limits: LoginLimits) 
     wait_s = (next_at - now).total_seconds()
     stale = (now - last_at).total_seconds() > limits.window_s
     if wait_s > 0:
-        raise _Refused(wait_s)
+        raise _Refused(Refused(wait_s, ((kind, key),)))
     failures = 1 if stale else failures + 1
     conn.execute(
         "UPDATE login_attempts SET failures = %s, last_at = clock_timestamp(),"
@@ -118,19 +128,19 @@ def _charge(conn: psycopg.Connection, kind: str, key: str, limits: LoginLimits) 
     )
 
 
-def admit(conn: psycopg.Connection, name: str, address: str | None, limits: LoginLimits) -> float | None:
-    """Charge one login attempt to its address and name: None when its password may be checked now,
-    else the seconds left to wait (and nothing is charged)."""
-    keys = _keys(name, address)
-    wait = _wait_s(conn, keys)  # the path of a flood: one read, no lock, no write
-    if wait is not None:
-        return wait
+def admit(conn: psycopg.Connection, name: str, address: str | None, limits: LoginLimits) -> Refused | None:
+    """Charge one login attempt to its address and name: None when its password may be checked now;
+    else how long it must wait, and why (nothing is charged then)."""
+    keys = attempt_keys(name, address)
+    refused = _waits(conn, keys)  # the path of a flood: one read, no lock, no write
+    if refused is not None:
+        return refused
     try:
         with conn.transaction():
             for kind, key in keys:
                 _charge(conn, kind, key, limits)
-    except _Refused as refused:  # another process charged the key meanwhile: nothing of ours is kept
-        return refused.wait_s
+    except _Refused as late:  # another process charged the key meanwhile: nothing of ours is kept
+        return late.refused
     return None
 
 
