@@ -300,3 +300,34 @@ def _cookie_id(server: Server) -> str:
         assert reply.status_code == 200
         names = [c.name for c in browser.cookies.jar if c.name.startswith("access-token-unsecure-")]
     return names[0].removeprefix("access-token-unsecure-")
+
+
+def test_a_browser_session_ends_with_a_password_change(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from agent.chat.browser import CHROMIUM, CHROMIUM_FLAGS
+    from agent.cli.app import app
+
+    monkeypatch.setenv("DATABASE_URL", server.db.url)
+    erin = server.user("erin")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(locale="en-US")
+            page.goto(server.url, wait_until="load")
+            page.get_by_label("username").fill(erin)
+            page.get_by_label("password").fill(PASSWORD)
+            page.get_by_role("button", name="Login").click()
+            expect(page.locator("#model_name")).to_contain_text("scripted")
+            page.reload(wait_until="load")
+            expect(page.locator("#model_name")).to_contain_text("scripted")  # the session holds across pages
+            changed = CliRunner().invoke(app, ["users", "passwd", erin, "--password-stdin"], input="fresh passphrase\n")
+            assert changed.exit_code == 0, changed.output
+            for _ in range(POLL_TRIES):  # the next page load after the change shows the login form again
+                page.reload(wait_until="load")
+                if page.get_by_label("password").count():
+                    break
+            expect(page.get_by_label("password")).to_be_visible()
+            expect(page.locator("#model_name")).to_have_count(0)
+        finally:
+            browser.close()
