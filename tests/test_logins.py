@@ -120,7 +120,7 @@ def test_a_flood_is_refused_without_hashing_whatever_x_forwarded_for_says(
     hashed: list[str] = []
     real = login_module.password_matches
     monkeypatch.setattr(login_module, "password_matches", lambda h, p: hashed.append(p) or real(h, p))
-    address = loopback()
+    address = "127.0.0.1"  # the peer uvicorn believes X-Forwarded-For from by default
     ann = server.user("ann")
 
     async def flood() -> list[httpx.Response]:
@@ -139,18 +139,49 @@ def test_a_flood_is_refused_without_hashing_whatever_x_forwarded_for_says(
                 )
             )
 
-    replies = asyncio.run(flood())
+    try:
+        replies = asyncio.run(flood())
+        with server.db.connection() as conn:
+            keys = {k for (k,) in conn.execute("SELECT key FROM login_attempts WHERE kind = 'address'")}
+    finally:  # other modules' servers log in from 127.0.0.1 too
+        with server.db.connection() as conn:
+            conn.execute("DELETE FROM login_attempts WHERE kind = 'address' AND key = %s", (address,))
     codes = Counter(r.status_code for r in replies)
-    assert set(codes) == {400, 429} and codes[429] >= 20, codes
+    assert set(codes) == {400, 429} and codes[429] >= 20, codes  # one peer: five checked, the rest refused
     assert len(hashed) == codes[400]  # a refused attempt computed no hash
     refused = next(r for r in replies if r.status_code == 429)
     assert "too many failed logins" in refused.json()["detail"] and int(refused.headers["Retry-After"]) >= 1
-    with server.db.connection() as conn:
-        keys = {k for (k,) in conn.execute("SELECT key FROM login_attempts WHERE kind = 'address'")}
     assert address in keys and not any(k.startswith("10.") for k in keys)  # the peer counted, not the header
-
     with server.browser() as elsewhere:  # the flood's names were made up: a real user elsewhere logs in
         assert log_in(elsewhere, ann).status_code == 200
+
+
+def test_too_many_checks_at_once_are_refused_not_queued(server: Server) -> None:
+    count = login_module.MAX_WAITING_CHECKS + 8  # each from its own address: no limit refuses any of them
+
+    async def burst() -> list[httpx.Response]:
+        clients = [
+            httpx.AsyncClient(base_url=server.url, transport=httpx.AsyncHTTPTransport(local_address=loopback()))
+            for _ in range(count)
+        ]
+        try:
+            return list(
+                await asyncio.gather(
+                    *(
+                        c.post("login", data={"username": f"many-{i}", "password": "wrong"}, timeout=120)
+                        for i, c in enumerate(clients)
+                    )
+                )
+            )
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    replies = asyncio.run(burst())
+    codes = Counter(r.status_code for r in replies)
+    assert set(codes) == {400, 503} and codes[400] >= login_module.MAX_WAITING_CHECKS, codes
+    busy = next(r for r in replies if r.status_code == 503)
+    assert "too many logins are being checked" in busy.json()["detail"] and busy.headers["Retry-After"] == "1"
 
 
 def test_a_name_is_limited_across_addresses(server: Server) -> None:

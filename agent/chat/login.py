@@ -70,7 +70,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # query per user per second per process, and is shorter than anyone can act on a stolen cookie by hand.
 SESSION_RECHECK_S = 1.0
 MAX_WAITING_CHECKS = 16  # admitted attempts waiting for a hash slot; more are refused with 503
-ADMIT_SLOTS = 4  # concurrent admission queries: a flood borrows at most this many pooled connections
+ADMIT_SLOTS = 2  # concurrent admission queries: logins borrow at most this many pooled connections
 MAX_SESSIONS = 10_000  # per process; past it the oldest session ends
 MAX_KEYS_NOTED = (
     10_000  # refused keys remembered per process; past it the oldest are forgotten (the database still knows)
