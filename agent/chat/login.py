@@ -72,9 +72,7 @@ SESSION_RECHECK_S = 1.0
 MAX_WAITING_CHECKS = 16  # admitted attempts waiting for a hash slot; more are refused with 503
 ADMIT_SLOTS = 2  # concurrent admission queries: logins borrow at most this many pooled connections
 MAX_SESSIONS = 10_000  # per process; past it the oldest session ends
-MAX_KEYS_NOTED = (
-    10_000  # refused keys remembered per process; past it the oldest are forgotten (the database still knows)
-)
+MAX_KEYS_NOTED = 10_000  # refused keys remembered per process; past it the oldest go (the database still knows)
 PRUNE_EVERY_S = 60.0
 LOGIN_PATHS = frozenset({"/login", "/login/"})
 FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"

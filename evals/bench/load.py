@@ -213,12 +213,9 @@ def run_load(
         with scripted_chat(settings, kb, _echoing_model(), login=users, delay_s=latency_s, max_retries=2) as served:
             run = _Sessions(served.url, collection, run_key, tokens, sessions, failures)
             if flood:
-                phases = _flooded(run, turns, flood, sources, timeout_s)
-                latencies, elapsed = [], phases["quiet"]["seconds"] + phases["flood"]["seconds"]
-                turns_logged = 1 + 2 * FLOOD_ROUNDS * turns
+                figures, turns_logged = _flooded(run, turns, flood, sources, timeout_s), 1 + 2 * FLOOD_ROUNDS * turns
             else:
-                latencies, elapsed = run.run(0, turns)
-                phases, turns_logged = {}, turns
+                figures, turns_logged = _phase_figures(*run.run(0, turns)), turns
             if users and sessions > 1:  # after every thread has its owner's turns
                 run.trespass()
         pool_stats = kb.db.pool.get_stats()
@@ -227,14 +224,12 @@ def run_load(
             _drop_load_users(kb, run_key, sessions, sources)
         if pool_stats.get("requests_errors", 0):
             problems.append(f"the connection pool failed {pool_stats['requests_errors']} requests (ran dry)")
-    figures = _phase_figures(latencies, elapsed) if not flood else {}
     return {
         "sessions": sessions,
         "users": sessions if users else 0,
         "turns_per_session": turns,
         "model_latency_s": latency_s,
         **figures,
-        **phases,
         "pool": {k: pool_stats.get(k, 0) for k in POOL_FIGURES},
         "problems": problems,
     }
