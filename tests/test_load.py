@@ -78,3 +78,19 @@ def test_searches_keep_answering_while_a_folder_is_ingested(kb: KnowledgeBase, t
     assert ingestion["chunks_written"] >= 6 and ingestion["chunks_per_second"] > 0
     names = {c["name"] for c in kb.collections()}  # both collections are dropped afterwards
     assert not any(n.startswith(("load-search-", "load-ingest-")) for n in names)
+
+
+def test_a_login_flood_during_the_load_is_refused_and_loses_nothing(kb: KnowledgeBase) -> None:
+    report = run_load(
+        Settings(data_dir=kb.db.embedded.root), scripted_chat, sessions=2, turns=2, latency_s=0.05, flood=20.0
+    )
+    assert report["problems"] == [] and report["users"] == 2
+    assert report["quiet"]["turns_answered"] == report["flood"]["turns_answered"] == 8  # 2 rounds of 2 turns each
+    assert report["p95_ratio"] is not None and report["p95_ratio"] > 0
+    outcomes = [f["outcomes"] for f in report["login_flood"]]
+    assert all(set(o) <= {"400", "429"} for o in outcomes), outcomes
+    assert sum(o.get("429", 0) for o in outcomes) > sum(o.get("400", 0) for o in outcomes) > 0
+    with kb.db.connection() as conn:  # the run's users and what the limits noted about them are gone
+        assert conn.execute("SELECT count(*) FROM users WHERE name LIKE 'load-%'").fetchone()[0] == 0
+        left = conn.execute("SELECT count(*) FROM login_attempts WHERE key LIKE 'load-%' OR key LIKE 'flood-%'")
+        assert left.fetchone()[0] == 0

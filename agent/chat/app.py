@@ -17,9 +17,10 @@ from starlette.middleware import Middleware
 
 from agent.chat.auth import BearerTokens
 from agent.chat.handlers import NO_DATABASE, ChatHandlers, ChatServices, browser_secret
+from agent.chat.login import BrowserLogins, LoginService, SessionGuard, pin_forwarded_trust
 from agent.chat.mcp import AgentTools
 from agent.core.context import SWITCHES
-from agent.records.users import user_for_token, verify_login
+from agent.records.users import user_for_token
 
 __all__ = ["ChatServices", "build_app", "launch"]
 STORAGE_KEY = "ladder.chat.v1"
@@ -137,22 +138,24 @@ def launch(
     users table and MCP/API callers send a bearer token (checked by BearerTokens, also on MCP)."""
     kb = services.agent.kb
 
-    def login(name: str, password: str) -> bool:
-        with kb.db.connection() as conn:
-            return verify_login(conn, name, password) is not None
-
     def resolve(token: str) -> str | None:
         with kb.db.connection() as conn:
             found = user_for_token(conn, token)
         return found.name if found else None
 
-    middleware = Middleware(BearerTokens, resolve=resolve, login_required=services.login)
+    # The login is checked off the event loop and limited per address and name (agent/chat/login.py);
+    # SessionGuard, outside BearerTokens, ends sessions whose user changed password or is gone.
+    logins = BrowserLogins(LoginService(kb.db))
+    middleware = [Middleware(BearerTokens, resolve=resolve, login_required=services.login)]
+    if services.login:
+        middleware.insert(0, Middleware(SessionGuard, logins=logins))
+    pin_forwarded_trust()
     return app.launch(
         server_name=host,
         server_port=port,
-        auth=login if services.login else None,
+        auth=logins.auth if services.login else None,
         auth_message="Ladder: log in to chat with your documents" if services.login else None,
-        app_kwargs={"middleware": [middleware]},
+        app_kwargs={"middleware": middleware},
         share=False,
         mcp_server=mcp,
         show_error=False,

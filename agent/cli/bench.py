@@ -29,19 +29,36 @@ def bench_load(
     users: Annotated[
         bool, typer.Option("--users", help="Logins on: each session its own user with a bearer token.")
     ] = False,
+    flood: Annotated[
+        float, typer.Option(min=0.0, max=500.0, help="Wrong logins a second during a second run (turns --users on).")
+    ] = 0.0,
+    flood_addresses: Annotated[int, typer.Option(min=1, max=250, help="Loopback addresses the flood comes from.")] = 1,
 ) -> None:
     """Concurrent sessions through the chat server's API (loopback, scripted model): throughput, p50/p95,
     and a check that every turn is logged once, in its own thread, with its own answer (and, with
-    --users, by its own user, and that no session can ask in another's thread)."""
+    --users, by its own user, and that no session can ask in another's thread). With --flood, the
+    turns' p95 while wrong logins arrive, as a ratio to a quiet run in the same process."""
 
     def body() -> None:
         from agent.chat.scripted import scripted_chat
         from evals.bench.load import run_load
 
         report = run_load(
-            load_settings(), scripted_chat, sessions=sessions, turns=turns, latency_s=latency, users=users
+            load_settings(),
+            scripted_chat,
+            sessions=sessions,
+            turns=turns,
+            latency_s=latency,
+            users=users,
+            flood=flood,
+            flood_addresses=flood_addresses,
         )
         print(json.dumps(report, indent=1))
+        if flood:
+            err.print(
+                f"p95 of the turns during {flood:g} wrong logins/s: {report['p95_ratio']}x the quiet run's",
+                markup=False,
+            )
         if report["problems"]:
             err.print(f"error: {len(report['problems'])} problems (see 'problems')", style="red", markup=False)
             raise typer.Exit(1)

@@ -53,21 +53,21 @@ def users_add(name: Annotated[str, typer.Argument(help="Login name.")], password
 
 @users_app.command("passwd")
 def users_passwd(name: Annotated[str, typer.Argument()], password_stdin: PasswordStdin = False) -> None:
-    """Set a user's password."""
+    """Set a user's password; their browser sessions end (within a second, on every chat server)."""
     from agent.records.users import set_password
 
     def body() -> None:
         password = _password(password_stdin)
         with _database() as db, db.connection() as conn:
             set_password(conn, name, password)
-        out.print(f"password of {name} changed", highlight=False, markup=False)
+        out.print(f"password of {name} changed; their browser sessions end", highlight=False, markup=False)
 
     run(body)
 
 
 @users_app.command("remove")
 def users_remove(name: Annotated[str, typer.Argument()]) -> None:
-    """Remove a user and their tokens (their turns and collections pass to the operator)."""
+    """Remove a user, their tokens and sessions (their turns and collections pass to the operator)."""
     from agent.records.users import remove_user
 
     def body() -> None:

@@ -36,6 +36,15 @@ class User:
     name: str
 
 
+@dataclass(frozen=True)
+class Login:
+    """A right password: the user, and the session generation it was checked under (a later password
+    change bumps it, which ends the sessions made before)."""
+
+    user: User
+    generation: int
+
+
 def check_name(name: str) -> str:
     if not USER_NAME.match(name):
         raise UserError(f"user name {name!r} must be 1-64 letters, digits or _.@- and start with a letter or digit")
@@ -72,7 +81,11 @@ def add_user(conn: psycopg.Connection, name: str, password: str) -> User:
 def set_password(conn: psycopg.Connection, name: str, password: str) -> None:
     digest = _hasher.hash(check_password(password))
     with conn.transaction():
-        if conn.execute("UPDATE users SET password_hash = %s WHERE name = %s", (digest, name)).rowcount != 1:
+        changed = conn.execute(  # a new generation: every browser session made before ends
+            "UPDATE users SET password_hash = %s, session_generation = session_generation + 1 WHERE name = %s",
+            (digest, name),
+        )
+        if changed.rowcount != 1:
             raise UserError(f"no user {name!r}")
 
 
@@ -96,16 +109,45 @@ def get_user(conn: psycopg.Connection, name: str) -> User | None:
     return User(int(row[0]), row[1]) if row else None
 
 
+def login_record(conn: psycopg.Connection, name: str) -> tuple[Login, str] | None:
+    """The user's login and stored hash, for ``password_matches`` (None when there is no such user)."""
+    row = conn.execute(
+        "SELECT id, name, password_hash, session_generation FROM users WHERE name = %s", (name,)
+    ).fetchone()
+    return (Login(User(int(row[0]), row[1]), int(row[3])), row[2]) if row else None
+
+
+def password_matches(stored_hash: str | None, password: str) -> bool:
+    """Whether the password matches the hash; a missing hash costs the same and never matches (no
+    timing oracle for which names exist). Slow by design (Argon2id): servers call it off their event
+    loop, without a database connection held, and only after agent.records.logins admits the attempt."""
+    if len(password) > MAX_PASSWORD_CHARS:
+        return False
+    try:
+        _hasher.verify(stored_hash or _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return False
+    return stored_hash is not None
+
+
+def check_login(conn: psycopg.Connection, name: str, password: str) -> Login | None:
+    """The login when the password is right; None otherwise (the same cost whether or not the name exists)."""
+    found = login_record(conn, name)
+    if not password_matches(found[1] if found else None, password):
+        return None
+    return found[0] if found else None
+
+
 def verify_login(conn: psycopg.Connection, name: str, password: str) -> User | None:
     """The user when the password is right; None otherwise (same cost whether or not the name exists)."""
-    if len(password) > MAX_PASSWORD_CHARS:
-        return None
-    row = conn.execute("SELECT id, name, password_hash FROM users WHERE name = %s", (name,)).fetchone()
-    try:
-        _hasher.verify(row[2] if row else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
-        return None
-    return User(int(row[0]), row[1]) if row else None
+    found = check_login(conn, name, password)
+    return found.user if found else None
+
+
+def session_generation(conn: psycopg.Connection, user_id: int) -> int | None:
+    """The user's session generation; None when the user is gone (their sessions have ended)."""
+    row = conn.execute("SELECT session_generation FROM users WHERE id = %s", (user_id,)).fetchone()
+    return int(row[0]) if row else None
 
 
 def _digest(token: str) -> str:

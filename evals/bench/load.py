@@ -40,9 +40,15 @@ from evals.doubles.scripted_agent import ScriptedModel
 from evals.doubles.scripted_model import last_user
 from evals.finetune.data import write_jsonl
 
+# Starts the chat server for a knowledge base on a scripted model and yields where it serves
+# (agent.chat.scripted.scripted_chat): settings, kb, model, then login/delay_s/max_retries keywords.
+ServeChat = Callable[..., AbstractContextManager[Any]]
+
+
 POOL_FIGURES = ("pool_max", "requests_num", "requests_queued", "requests_wait_ms", "requests_errors")
 MAX_SESSIONS = 200
 MAX_TURNS = 50
+FLOOD_ROUNDS = 2  # quiet, flooded, quiet, flooded
 MAX_SEARCHES = 1000  # per searcher without ingestion
 MAX_RATE = 1000.0  # searches a second
 MAX_SEARCHES_DURING = 100_000  # per searcher during ingestion (the ingestion's timeout bounds it first)
@@ -75,6 +81,105 @@ def _latency_figures(latencies: Sequence[float]) -> dict[str, float | None]:
     return {"p50_s": round(statistics.median(latencies), 4), "p95_s": round(quantiles[18], 4)}
 
 
+@dataclass
+class _Sessions:
+    """The load's chat sessions: one API client and one thread each, asking numbered turns."""
+
+    url: str
+    collection: str
+    run_key: str
+    tokens: dict[int, str]  # session -> bearer token (empty without users)
+    count: int
+    failures: list[str]
+
+    def __post_init__(self) -> None:
+        self.threads = {i: f"load-{self.run_key}-{i}" for i in range(self.count)}
+        self._apis: dict[int, Any] = {}
+
+    def _api(self, i: int) -> Any:
+        from gradio_client import Client
+
+        if i not in self._apis:
+            headers = {"Authorization": f"Bearer {self.tokens[i]}"} if self.tokens else None
+            self._apis[i] = Client(self.url, verbose=False, analytics_enabled=False, headers=headers)
+        return self._apis[i]
+
+    def run(self, first: int, turns: int) -> tuple[list[float], float]:
+        """Every session asks its turns ``first`` to ``first + turns - 1``, all sessions at once; the
+        turns' latencies and the seconds it took."""
+        latencies: list[float] = []
+
+        def session(i: int) -> None:
+            api = self._api(i)
+            for j in range(first, first + turns):
+                token = f"tok-{self.run_key}-{i}-{j}"
+                started = time.perf_counter()
+                try:
+                    question = f"How long do refunds take? [{token}]"
+                    reply = json.loads(api.predict(question, self.collection, self.threads[i], api_name="/ask"))
+                except Exception as exc:  # counted, never hidden
+                    self.failures.append(f"session {i} turn {j}: {type(exc).__name__}: {exc}")
+                    continue
+                latencies.append(time.perf_counter() - started)
+                if token not in reply.get("answer", ""):
+                    self.failures.append(f"session {i} turn {j}: answer without its own token: {reply.get('answer')!r}")
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=self.count) as pool:
+            list(pool.map(session, range(self.count)))
+        return latencies, time.perf_counter() - started
+
+    def trespass(self) -> None:
+        """Each session asks in the next session's thread: it must read as no thread at all."""
+
+        def one(i: int) -> None:
+            other = self.threads[(i + 1) % self.count]
+            try:
+                probe = json.loads(self._api(i).predict("What did they ask?", self.collection, other, api_name="/ask"))
+            except Exception as exc:
+                probe = {"exception": f"{type(exc).__name__}: {exc}"}
+            if probe != {"error": f"no thread {other!r}"}:
+                self.failures.append(f"session {i} asked in thread {other}: {probe!r}")
+
+        with ThreadPoolExecutor(max_workers=self.count) as pool:
+            list(pool.map(one, range(self.count)))
+
+
+def _phase_figures(latencies: list[float], seconds: float) -> dict[str, Any]:
+    figures = _latency_figures(latencies)
+    return {
+        "turns_answered": len(latencies),
+        "seconds": round(seconds, 2),
+        "turns_per_second": round(len(latencies) / seconds, 2) if seconds else 0.0,
+        "p50_s": round(figures["p50_s"], 3) if figures["p50_s"] is not None else None,
+        "p95_s": round(figures["p95_s"], 3) if figures["p95_s"] is not None else None,
+    }
+
+
+def _flooded(run: _Sessions, turns: int, flood: float, addresses: list[str], timeout_s: float) -> dict[str, Any]:
+    """A warm-up turn each, then FLOOD_ROUNDS rounds of ``turns`` each on a quiet server and ``turns``
+    each while wrong logins arrive at ``flood`` a second: both conditions' figures (their rounds
+    pooled, so a neighbour's load that comes and goes falls on both alike), the flood's, and the p95 ratio."""
+    from evals.bench.flood import LoginFlood
+
+    run.run(0, 1)  # connections, the first embedding: in neither condition
+    names = [*run.threads.values(), *(f"flood-{run.run_key}-{i}" for i in range(run.count))]
+    quiet: tuple[list[float], float] = ([], 0.0)
+    flooded: tuple[list[float], float] = ([], 0.0)
+    floods = []
+    for r in range(FLOOD_ROUNDS):
+        first = 1 + 2 * r * turns
+        latencies, seconds = run.run(first, turns)
+        quiet = (quiet[0] + latencies, quiet[1] + seconds)
+        with LoginFlood(run.url, rate=flood, addresses=addresses, names=names, max_seconds=timeout_s) as attack:
+            latencies, seconds = run.run(first + turns, turns)
+        flooded = (flooded[0] + latencies, flooded[1] + seconds)
+        floods.append(attack.figures)
+    calm, busy = _phase_figures(*quiet), _phase_figures(*flooded)
+    ratio = round(busy["p95_s"] / calm["p95_s"], 2) if busy["p95_s"] and calm["p95_s"] else None
+    return {"quiet": calm, "flood": busy, "login_flood": floods, "p95_ratio": ratio}
+
+
 def run_load(
     settings: Settings,
     serve: ServeChat,
@@ -84,19 +189,25 @@ def run_load(
     latency_s: float = 0.2,
     timeout_s: float = 600.0,
     users: bool = False,
+    flood: float = 0.0,
+    flood_addresses: int = 1,
 ) -> dict[str, Any]:
     """Run the load and check the log; returns the figures and the problems found (none, hopefully).
 
     With ``users``, logins are on and every session is its own user with a bearer token; each
-    session also tries once to continue the next session's thread, which must be refused. ``serve``
-    starts the chat server on a scripted model (agent.chat.scripted.scripted_chat: the face is
-    handed in, so this layer does not import it)."""
-    from gradio_client import Client
-
+    session also tries once to continue the next session's thread, which must be refused. With
+    ``flood`` (which turns users on), the sessions ask a warm-up turn, then in each of FLOOD_ROUNDS
+    rounds ``turns`` on a quiet server and ``turns`` more while ``flood`` wrong logins a second arrive
+    from ``flood_addresses`` addresses (each flood for at most ``timeout_s``); the report adds both
+    conditions and ``p95_ratio``, flooded over quiet. ``serve`` starts the chat server on a scripted
+    model (agent.chat.scripted.scripted_chat: the face is handed in, so this layer does not import it)."""
     from agent.core.assemble import open_knowledge_base
+    from evals.bench.flood import flood_sources
 
-    if not 1 <= sessions <= MAX_SESSIONS or not 1 <= turns <= MAX_TURNS:
-        raise ValueError(f"sessions must be 1..{MAX_SESSIONS} and turns 1..{MAX_TURNS}")
+    if not 1 <= sessions <= MAX_SESSIONS or not 1 <= turns <= MAX_TURNS or flood < 0:
+        raise ValueError(f"sessions must be 1..{MAX_SESSIONS}, turns 1..{MAX_TURNS} and the flood rate >= 0")
+    users = users or flood > 0
+    sources = flood_sources(flood_addresses) if flood else []
     run_key = uuid.uuid4().hex[:8]
     collection = f"load-{run_key}"
     settings = settings.model_copy(update={"collection": collection, "ui_concurrency": sessions})
@@ -105,65 +216,27 @@ def run_load(
         write_jsonl(docs, DOCS)
         kb.ingest([docs], collection, progress=False)
         tokens = _load_users(kb, run_key, sessions) if users else {}
+        failures: list[str] = []
         with serve(settings, kb, _echoing_model(), login=users, delay_s=latency_s, max_retries=2) as served:
-            url = served.url
-            threads = {i: f"load-{run_key}-{i}" for i in range(sessions)}
-            latencies: list[float] = []
-            failures: list[str] = []
-
-            def headers(i: int) -> dict[str, str] | None:
-                return {"Authorization": f"Bearer {tokens[i]}"} if users else None
-
-            def trespass(i: int) -> None:
-                """Session i asks in session i+1's thread: it must read as no thread at all."""
-                other = threads[(i + 1) % sessions]
-                api = Client(url, verbose=False, analytics_enabled=False, headers=headers(i))
-                try:
-                    probe = json.loads(api.predict("What did they ask?", collection, other, api_name="/ask"))
-                except Exception as exc:
-                    probe = {"exception": f"{type(exc).__name__}: {exc}"}
-                if probe != {"error": f"no thread {other!r}"}:
-                    failures.append(f"session {i} asked in thread {other}: {probe!r}")
-
-            def session(i: int) -> None:
-                api = Client(url, verbose=False, analytics_enabled=False, headers=headers(i))
-                for j in range(turns):
-                    token = f"tok-{run_key}-{i}-{j}"
-                    started = time.perf_counter()
-                    try:
-                        question = f"How long do refunds take? [{token}]"
-                        reply = json.loads(api.predict(question, collection, threads[i], api_name="/ask"))
-                    except Exception as exc:  # counted, never hidden
-                        failures.append(f"session {i} turn {j}: {type(exc).__name__}: {exc}")
-                        continue
-                    latencies.append(time.perf_counter() - started)
-                    if token not in reply.get("answer", ""):
-                        failures.append(f"session {i} turn {j}: answer without its own token: {reply.get('answer')!r}")
-
-            started = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=sessions) as pool:
-                list(pool.map(session, range(sessions)))
-            elapsed = time.perf_counter() - started
+            run = _Sessions(served.url, collection, run_key, tokens, sessions, failures)
+            if flood:
+                figures, turns_logged = _flooded(run, turns, flood, sources, timeout_s), 1 + 2 * FLOOD_ROUNDS * turns
+            else:
+                figures, turns_logged = _phase_figures(*run.run(0, turns)), turns
             if users and sessions > 1:  # after every thread has its owner's turns
-                with ThreadPoolExecutor(max_workers=sessions) as pool:
-                    list(pool.map(trespass, range(sessions)))
+                run.trespass()
         pool_stats = kb.db.pool.get_stats()
-        problems = failures + _check_log(kb, threads, turns, run_key, users)
+        problems = failures + _check_log(kb, run.threads, turns_logged, run_key, users)
         if users:
-            _drop_load_users(kb, run_key, sessions)
+            _drop_load_users(kb, run_key, sessions, sources)
         if pool_stats.get("requests_errors", 0):
             problems.append(f"the connection pool failed {pool_stats['requests_errors']} requests (ran dry)")
-    figures = _latency_figures(latencies)
     return {
         "sessions": sessions,
         "users": sessions if users else 0,
         "turns_per_session": turns,
         "model_latency_s": latency_s,
-        "turns_answered": len(latencies),
-        "seconds": round(elapsed, 2),
-        "turns_per_second": round(len(latencies) / elapsed, 2) if elapsed else 0.0,
-        "p50_s": round(figures["p50_s"], 3) if figures["p50_s"] is not None else None,
-        "p95_s": round(figures["p95_s"], 3) if figures["p95_s"] is not None else None,
+        **figures,
         "pool": {k: pool_stats.get(k, 0) for k in POOL_FIGURES},
         "problems": problems,
     }
@@ -321,11 +394,6 @@ def run_search_under_ingestion(
     }
 
 
-# Starts the chat server for a knowledge base on a scripted model and yields where it serves
-# (agent.chat.scripted.scripted_chat): settings, kb, model, then login/delay_s/max_retries keywords.
-ServeChat = Callable[..., AbstractContextManager[Any]]
-
-
 @dataclass
 class _Plan:
     """Who searches what, how often."""
@@ -441,12 +509,18 @@ def _load_users(kb: Any, run_key: str, sessions: int) -> dict[int, str]:
     return tokens
 
 
-def _drop_load_users(kb: Any, run_key: str, sessions: int) -> None:
+def _drop_load_users(kb: Any, run_key: str, sessions: int, sources: list[str]) -> None:
+    """The run's users, and what the limits noted about its logins (its names, its flood's addresses)."""
     from agent.records.users import remove_user
 
     with kb.db.connection() as conn:
         for i in range(sessions):
             remove_user(conn, f"load-{run_key}-{i}")
+        conn.execute(
+            "DELETE FROM login_attempts WHERE (kind = 'name' AND (key LIKE %s OR key LIKE %s))"
+            " OR (kind = 'address' AND key = ANY(%s))",
+            (f"load-{run_key}-%", f"flood-{run_key}-%", sources),
+        )
 
 
 def _check_log(kb: Any, threads: dict[int, str], turns: int, run_key: str, users: bool = False) -> list[str]:
