@@ -24,12 +24,13 @@ from agent.chat.browser import CHROMIUM, CHROMIUM_FLAGS
 from agent.chat.safe_html import ALLOWED_TAGS, markdown_html, text_html
 from agent.core.config import Settings
 from agent.core.turn import Agent, open_checkpointer
+from agent.models.endpoint import ChatEndpoint
+from agent.models.local_server import free_port
 from evals.doubles.scripted_agent import ScriptedModel, passage_ids
 from evals.doubles.scripted_model import ScriptedOpenAI, last_user
 from evals.finetune.data import write_jsonl
 from knowledge.base import KnowledgeBase
 from knowledge.db import Database
-from knowledge.pgembed import free_port
 
 REMOTE = "203.0.113.9"  # TEST-NET-3: documentation addresses, never routed
 HOSTILE = (
@@ -102,7 +103,7 @@ def served(embedded_db: Database, embedder, tmp_path_factory: pytest.TempPathFac
             data_sources={"notes": f"sqlite:///{notes}"},
         )
         client = openai.OpenAI(api_key="scripted", base_url=server.base_url, max_retries=0, timeout=120)
-        services = ChatServices(Agent(settings, kb, client, "scripted", checkpointer), "scripted")
+        services = ChatServices(Agent(settings, kb, ChatEndpoint(client, "scripted"), checkpointer), "scripted")
         app = build_app(services)
         port = free_port()
         launch(app, host="127.0.0.1", port=port, services=services, block=False)

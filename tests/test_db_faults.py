@@ -27,6 +27,7 @@ from agent.core.config import Settings
 from agent.core.context import SWITCHES
 from agent.core.turn import Agent, TurnRequest, open_checkpointer
 from agent.models.endpoint import ChatEndpoint
+from agent.models.local_server import free_port
 from agent.records.turns import get_turn, thread_turns
 from evals.doubles.scripted_agent import ScriptedModel, step_of
 from evals.doubles.scripted_model import ScriptedOpenAI
@@ -34,7 +35,7 @@ from evals.finetune.data import write_jsonl
 from knowledge.base import KnowledgeBase
 from knowledge.chunking import ChunkingConfig
 from knowledge.db import Database, DatabaseConfig, DatabaseUnavailable
-from knowledge.pgembed import EmbeddedPostgres, EmbeddedPostgresError, free_port
+from knowledge.pgembed import EmbeddedPostgres, EmbeddedPostgresError
 from tests.conftest import reachable_tmpdir
 
 DOCS = [

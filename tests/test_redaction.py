@@ -18,6 +18,7 @@ import pytest
 
 from agent.core.config import Settings
 from agent.core.turn import Agent, TurnRequest, open_checkpointer
+from agent.models.endpoint import ChatEndpoint
 from agent.records.checkpoints import TABLES
 from agent.records.redact import redact, redact_secrets
 from agent.records.turns import add_feedback
@@ -120,7 +121,7 @@ def setup(kb: KnowledgeBase, collection: str, tmp_path: Path) -> Iterator[tuple[
 def agent_for(server: ScriptedOpenAI, kb: KnowledgeBase, checkpointer: object, **settings: object) -> Agent:
     config = Settings(openai_base_url=server.base_url, chat_model="scripted", llm_max_retries=0, **settings)
     client = openai.OpenAI(api_key="k", base_url=server.base_url, max_retries=0, timeout=20)
-    return Agent(config, kb, client, "scripted", checkpointer)
+    return Agent(config, kb, ChatEndpoint(client, "scripted"), checkpointer)
 
 
 def stored_text(kb: KnowledgeBase, turn_id: str, thread_id: str) -> str:
@@ -143,7 +144,7 @@ def test_a_questions_secrets_reach_no_log_no_state_no_model_and_no_export(
     question = f"Case {uuid.uuid4().hex}: how long do refunds take? Context:\n{pasted}"
     caplog.set_level(logging.DEBUG)
     with open_checkpointer(kb.db) as checkpointer:
-        result = agent_for(server, kb, checkpointer).ask(TurnRequest(question, collection, face="cli"))
+        result = agent_for(server, kb, checkpointer).ask(TurnRequest(question, collection, face="cli")).to_dict()
     assert "error" not in result, result
     with kb.db.connection() as conn:
         add_feedback(conn, result["turn_id"], "up")
@@ -183,7 +184,9 @@ def test_questions_are_kept_verbatim_when_redaction_is_off(
     assert Settings().redact_questions is False
     text, secret = SECRETS["stripe"]
     with open_checkpointer(kb.db) as checkpointer:
-        result = agent_for(server, kb, checkpointer, redact_questions=False).ask(TurnRequest(text, collection))
+        result = (
+            agent_for(server, kb, checkpointer, redact_questions=False).ask(TurnRequest(text, collection)).to_dict()
+        )
     with kb.db.connection() as conn:
         stored = conn.execute("SELECT question FROM turns WHERE turn_id = %s", (result["turn_id"],)).fetchone()[0]
     assert stored == text and secret in text  # verbatim in the log; `ladder logs` and exports still mask it

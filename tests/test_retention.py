@@ -15,6 +15,7 @@ import pytest
 
 from agent.core.config import Settings
 from agent.core.turn import Agent, TurnRequest, open_checkpointer
+from agent.models.endpoint import ChatEndpoint
 from agent.records.access import AccessError, check_thread
 from agent.records.checkpoints import TABLES
 from agent.records.turns import parse_age, prune_turns
@@ -37,7 +38,7 @@ def agent(kb: KnowledgeBase, collection: str, tmp_path: Path) -> Iterator[Agent]
     with ScriptedOpenAI(chat=ScriptedModel()) as server, open_checkpointer(kb.db) as checkpointer:
         settings = Settings(openai_base_url=server.base_url, chat_model="scripted", llm_max_retries=0)
         client = openai.OpenAI(api_key="k", base_url=server.base_url, max_retries=0, timeout=20)
-        yield Agent(settings, kb, client, "scripted", checkpointer)
+        yield Agent(settings, kb, ChatEndpoint(client, "scripted"), checkpointer)
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_prune_deletes_a_threads_checkpoints_and_keeps_its_owner(
 ) -> None:
     ann, bob = users
     old_question = f"How long do refunds take, case {uuid.uuid4().hex}?"
-    first = agent.ask(TurnRequest(old_question, collection, user=ann))
+    first = agent.ask(TurnRequest(old_question, collection, user=ann)).to_dict()
     thread = first["thread_id"]
     assert rows_holding(kb, thread, old_question)["checkpoints with it"] > 0  # the state holds the question
     age_turn(kb, first["turn_id"])
@@ -101,7 +102,7 @@ def test_prune_deletes_a_threads_checkpoints_and_keeps_its_owner(
         check_thread(conn, thread, ann)
     with pytest.raises(AccessError, match="no thread"):  # bob cannot take the emptied thread over
         agent.ask(TurnRequest("What did ann ask?", collection, thread, user=bob))
-    again = agent.ask(TurnRequest("And how are refunds paid?", collection, thread, user=ann))
+    again = agent.ask(TurnRequest("And how are refunds paid?", collection, thread, user=ann)).to_dict()
     assert again["thread_id"] == thread and "error" not in again
     with kb.db.connection() as conn:
         owners = conn.execute("SELECT DISTINCT user_id FROM turns WHERE thread_id = %s", (thread,)).fetchall()
@@ -113,10 +114,10 @@ def test_a_thread_that_keeps_newer_turns_keeps_only_their_state(
 ) -> None:
     ann, _ = users
     old_question = f"How long do refunds take, case {uuid.uuid4().hex}?"
-    first = agent.ask(TurnRequest(old_question, collection, user=ann))
+    first = agent.ask(TurnRequest(old_question, collection, user=ann)).to_dict()
     thread = first["thread_id"]
     new_question = f"And where are refunds paid to, case {uuid.uuid4().hex}?"
-    second = agent.ask(TurnRequest(new_question, collection, thread, user=ann))
+    second = agent.ask(TurnRequest(new_question, collection, thread, user=ann)).to_dict()
     before = rows_holding(kb, thread, old_question)
     assert before["checkpoint_blobs with it"] > 0  # the newest state's history holds the first exchange
     age_turn(kb, first["turn_id"])
@@ -133,13 +134,13 @@ def test_a_thread_that_keeps_newer_turns_keeps_only_their_state(
         {"role": "user", "content": new_question},
         {"role": "assistant", "content": second["answer"]},
     ]
-    third = agent.ask(TurnRequest("Thanks, and shipping?", collection, thread, user=ann))
+    third = agent.ask(TurnRequest("Thanks, and shipping?", collection, thread, user=ann)).to_dict()
     assert "error" not in third  # the thread goes on from its trimmed state
 
 
 def test_checkpoints_left_by_an_earlier_prune_are_swept(agent: Agent, kb: KnowledgeBase, collection: str) -> None:
     question = f"How long do refunds take, case {uuid.uuid4().hex}?"
-    result = agent.ask(TurnRequest(question, collection))
+    result = agent.ask(TurnRequest(question, collection)).to_dict()
     with kb.db.connection() as conn:  # what the prune before this fix did: the turn rows only
         conn.execute("DELETE FROM turns WHERE thread_id = %s", (result["thread_id"],))
     assert rows_holding(kb, result["thread_id"], question)["checkpoints"] > 0
