@@ -18,8 +18,8 @@ from types import SimpleNamespace
 import pytest
 
 from knowledge.base import KnowledgeBase
+from knowledge.bounds import ParseLimits
 from knowledge.loaders import (
-    MAX_HTML_TAGS,
     ArchiveLimits,
     LoadedDocument,
     RecordProblem,
@@ -296,8 +296,8 @@ def test_many_headings_and_nested_headings_take_linear_time() -> None:
 
 def test_html_with_too_many_tags_is_skipped_before_parsing(tmp_path: Path) -> None:
     path = tmp_path / "tags.html"
-    path.write_bytes(b"<html><body>" + b"<b>" * MAX_HTML_TAGS)
-    with pytest.raises(SkipFile, match="HTML has over 300,000 tags, too many to parse safely"):
+    path.write_bytes(b"<html><body>" + b"<b>" * ParseLimits().html_nodes)
+    with pytest.raises(SkipFile, match="HTML has over 300,000 tags, comments and other markup, over the 300,000-node"):
         timed(load_file, path, 50_000_000)
 
 
