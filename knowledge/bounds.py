@@ -40,12 +40,14 @@ class ParseLimits:
     jsonl_values: int = 1_000_000  # JSON values in one line (commas and brackets, counted before parsing)
     metadata_bytes: int = 65_536  # one record's metadata as JSON: it is copied into every chunk row
     pdf_pages: int = 5_000
-    # Decoded bytes of page content and form XObjects that text extraction parses (~1 MB/s in pypdf).
-    # A stream is counted each time a page or a form draws it, so reuse pays for itself.
+    # Decoded bytes of page content and form XObjects that text extraction parses (~1 MB/s in pypdf),
+    # counted each time a page or a form draws them (see knowledge/pdf_text.py).
     pdf_content_bytes: int = 64_000_000
-    # Of those, bytes that pages re-draw from a content stream another page already drew: pages sharing
-    # one big stream multiply the work of a small file (300 pages over one 68 KB stream: 2.6 KB, 24 s).
-    pdf_shared_content_bytes: int = 2_000_000
+    # Of those, bytes drawn again from a stream already drawn: pages sharing one big content stream, a form
+    # drawn over and over. They multiply the work of a small file (2.6 KB, 300 pages over one stream: 24 s),
+    # so they may add up to this, or to pdf_reuse_ratio times the file's size when that is more.
+    pdf_reuse_bytes: int = 1_000_000
+    pdf_reuse_ratio: float = 10.0
     clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
 
 

@@ -1,15 +1,17 @@
 """Text of a PDF, page by page, within bounds on pages, content bytes and seconds.
 
 pypdf bounds what one stream may inflate to and how far one content stream is parsed, but not how
-often the same work is repeated: pages may all draw one big content stream, and a page may draw a
-form XObject thousands of times (1 KB of PDF: 200 draws of a 2000-operator form took 12 s). So the
-decoded bytes that extraction parses are charged each time a page or a form draws them:
+often the same work is repeated: pages may all draw one big content stream (2.6 KB of PDF, 300 pages
+over one 66 KB stream: 24 s), and a page may draw a form XObject thousands of times (1 KB of PDF,
+200 draws of a 2000-operator form: 12 s). So the decoded bytes that extraction parses are charged
+each time a page or a form draws them, against two budgets: all content (``pdf_content_bytes``),
+and content drawn again from a stream already drawn (``pdf_reuse_bytes``, or ``pdf_reuse_ratio``
+times the file's size when that is more: a big file may repeat a logo on each of its pages).
 
-- before any text is extracted, every page's content streams are sized (each distinct stream is
-  inflated once, as extraction would) and pages that re-draw a stream another page drew are charged
-  against ``pdf_shared_content_bytes``, all of them against ``pdf_content_bytes``;
-- during extraction every object pypdf fetches passes through ``_MeteredReader.get_object``: a form
-  XObject adds its decoded size to the same budget, and the clock is checked there and between pages.
+- Before any text is extracted, every page's content streams are sized (each distinct stream is
+  inflated once, as extraction would), so pages sharing a stream are refused at once.
+- During extraction every object pypdf fetches passes through ``_MeteredReader.get_object``: a form
+  XObject is charged there, once per draw, and the clock is checked there and between pages.
 
 pypdf is pure Python, so these checks run between its own steps; none interrupts a C call.
 """
@@ -25,6 +27,8 @@ from pypdf.generic import IndirectObject, StreamObject
 
 from knowledge.bounds import ParseLimits, SkipFile, WorkClock, brief
 
+_Key = tuple[int, int]
+
 
 class _Stop(BaseException):
     """Raised from inside pypdf when a bound is hit. A BaseException, like gevent's Timeout, because
@@ -36,20 +40,35 @@ class _Stop(BaseException):
 
 
 class _Meter:
-    """The file's budget of content bytes and seconds."""
+    """The file's budgets: content bytes, content bytes drawn again, and seconds."""
 
-    def __init__(self, limits: ParseLimits, clock: WorkClock) -> None:
+    def __init__(self, limits: ParseLimits, clock: WorkClock, file_bytes: int) -> None:
         self.limits = limits
         self.clock = clock
+        self.reuse_limit = max(limits.pdf_reuse_bytes, int(limits.pdf_reuse_ratio * file_bytes))
         self.content_bytes = 0
+        self.reused_bytes = 0
+        self.first_drawn: dict[_Key, str] = {}
         self.where = "the start"
 
-    def charge(self, size: int, what: str) -> None:
+    def draw(self, key: _Key, size: int, what: str) -> None:
+        """Charge one drawing of the stream ``key`` (``size`` bytes decoded)."""
         self.content_bytes += size
+        first = self.first_drawn.get(key)
+        if first is None:
+            self.first_drawn[key] = self.where
+        else:
+            self.reused_bytes += size
+            if self.reused_bytes > self.reuse_limit:
+                raise _Stop(
+                    f"PDF draws the same content again and again ({what} of {size / 1e3:.0f} KB, first drawn on"
+                    f" {first}, again on {self.where}): over the {self.reuse_limit / 1e6:.0f} MB limit on"
+                    " re-drawn content (possible decompression bomb)"
+                )
         if self.content_bytes > self.limits.pdf_content_bytes:
             raise _Stop(
-                f"PDF content too large to extract: {what} takes it over the"
-                f" {self.limits.pdf_content_bytes / 1e6:.0f} MB limit on page content and forms ({self.where})"
+                f"PDF content too large to extract: over the {self.limits.pdf_content_bytes / 1e6:.0f} MB limit"
+                f" on page content and forms (stopped at {self.where})"
             )
 
     def check(self) -> None:
@@ -67,8 +86,14 @@ class _MeteredReader(PdfReader):
         if self.meter is not None:
             self.meter.check()
             if isinstance(found, StreamObject) and found.get("/Subtype") == "/Form":
-                self.meter.charge(_decoded_size(found), "a form XObject drawn again")
+                self.meter.draw(_key(indirect_reference), _decoded_size(found), "a form XObject")
         return found
+
+
+def _key(reference: int | IndirectObject) -> _Key:
+    if isinstance(reference, IndirectObject):
+        return reference.idnum, reference.generation
+    return reference, 0
 
 
 def _decoded_size(stream: StreamObject) -> int:
@@ -81,40 +106,27 @@ def _decoded_size(stream: StreamObject) -> int:
         return 0
 
 
-def _content_streams(page: Any) -> list[tuple[tuple[int, int] | int, StreamObject]]:
-    """(identity, stream) for each content stream of a page; the identity is its object number."""
+def _content_streams(page: Any) -> list[tuple[_Key, StreamObject]]:
+    """(object number, stream) for each content stream of a page (streams are always indirect objects)."""
     raw = page.get("/Contents")
     resolved = raw.get_object() if raw is not None else None
     refs = [raw] if isinstance(resolved, StreamObject) else list(resolved) if isinstance(resolved, list) else []
     found = []
     for ref in refs:
-        stream = ref.get_object() if hasattr(ref, "get_object") else ref
+        stream = ref.get_object() if isinstance(ref, IndirectObject) else None
         if isinstance(stream, StreamObject):
-            key = (ref.idnum, ref.generation) if isinstance(ref, IndirectObject) else id(stream)
-            found.append((key, stream))
+            found.append((_key(ref), stream))
     return found
 
 
-def _size_content(pages: list[Any], meter: _Meter, limits: ParseLimits) -> None:
-    """Charge every page's content streams before extracting any: refuse shared-stream bombs at once."""
-    first_page: dict[tuple[int, int] | int, int] = {}
-    shared = 0
+def _size_content(pages: list[Any], meter: _Meter) -> None:
+    """Charge every page's content streams before extracting any: pages sharing a big stream are
+    refused in milliseconds instead of being extracted over and over."""
     for number, page in enumerate(pages, start=1):
         meter.where = f"page {number}"
         meter.check()
         for key, stream in _content_streams(page):
-            size = _decoded_size(stream)
-            if key in first_page:
-                shared += size
-                if shared > limits.pdf_shared_content_bytes:
-                    raise _Stop(
-                        f"PDF pages share content streams: page {number} draws the {size / 1e3:.0f} KB stream"
-                        f" of page {first_page[key]} again, over the {limits.pdf_shared_content_bytes / 1e6:.0f} MB"
-                        " limit on shared page content (possible decompression bomb)"
-                    )
-            else:
-                first_page[key] = number
-            meter.charge(size, "page content")
+            meter.draw(key, _decoded_size(stream), "a page content stream")
 
 
 def pdf_sections(data: bytes, limits: ParseLimits, clock: WorkClock) -> tuple[str, list[tuple[int, str]]]:
@@ -137,7 +149,7 @@ def pdf_sections(data: bytes, limits: ParseLimits, clock: WorkClock) -> tuple[st
 
 
 def _extract(data: bytes, limits: ParseLimits, clock: WorkClock) -> tuple[str, list[tuple[int, str]]]:
-    meter = _Meter(limits, clock)
+    meter = _Meter(limits, clock, len(data))
     reader = _MeteredReader(io.BytesIO(data))
     reader.meter = meter
     if reader.is_encrypted and not reader.decrypt(""):
@@ -148,7 +160,7 @@ def _extract(data: bytes, limits: ParseLimits, clock: WorkClock) -> tuple[str, l
     title = ""
     if reader.metadata is not None and reader.metadata.title:
         title = str(reader.metadata.title).strip()
-    _size_content(pages, meter, limits)
+    _size_content(pages, meter)
     texts = []
     for number, page in enumerate(pages, start=1):
         meter.where = f"page {number}"
