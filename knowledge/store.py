@@ -84,12 +84,17 @@ def require_collection(conn: psycopg.Connection, name: str, model: str, dimensio
     return collection
 
 
+def check_collection_name(name: str) -> None:
+    """The table's check on a new collection's name, as a clear error."""
+    if not 1 <= len(name) <= 100:
+        raise CollectionError(f"a collection name must be 1-100 characters, not {len(name)}")
+
+
 def ensure_collection(conn: psycopg.Connection, name: str, model: str, dimension: int) -> Collection:
     """Get or create a collection (without its vector index: see ensure_vector_index); commit the creation."""
     collection = get_collection(conn, name)
     if collection is None:
-        if not 1 <= len(name) <= 100:  # the table's check, as a clear error
-            raise CollectionError(f"a collection name must be 1-100 characters, not {len(name)}")
+        check_collection_name(name)
         with conn.transaction():
             conn.execute(
                 "INSERT INTO collections (name, embedding_model, dimension) VALUES (%s, %s, %s)"
