@@ -406,3 +406,36 @@ def test_a_loader_clock_does_not_charge_the_consumer() -> None:
         now[0] += 100.0  # the consumer (embedding, storing) takes far longer
         consumed.append(item)
     assert consumed == [0, 1, 2] and clock.spent() == 3.0 and not clock.over()
+
+
+def test_write_documents_leaves_out_only_what_the_database_refuses(kb: KnowledgeBase, collection: str) -> None:
+    """Below the loaders (which clean NUL away): a NUL in a chunk fails in the COPY, a NaN in the jsonb
+    of a document row; each is left out with its reason, its older version kept, the rest stored."""
+    import numpy as np
+
+    from knowledge.chunking import Chunk
+    from knowledge.store import DocumentWrite, ensure_collection, write_documents
+
+    def doc(doc_id: str, text: str, metadata: dict[str, object] | None = None) -> DocumentWrite:
+        return DocumentWrite(
+            doc_id=doc_id,
+            source=f"/docs/{doc_id}",
+            title=doc_id,
+            metadata=metadata or {},
+            content_hash="h",
+            chunking="c",
+            chunks=[Chunk(ordinal=0, text=text, heading="", n_tokens=3)],
+            embeddings=np.ones((1, kb.embedder.dimension), dtype=np.float32),
+        )
+
+    with kb.db.connection() as conn:
+        target = ensure_collection(conn, collection, kb.embedder.model_name, kb.embedder.dimension)
+        assert write_documents(conn, target, [doc("nul", "the first version")]).refused == {}
+        batch = [doc("a", "first good"), doc("nul", "a\x00b"), doc("nan", "x", {"v": float("nan")}), doc("b", "good")]
+        result = write_documents(conn, target, batch)
+        assert result.chunks == 2
+        assert result.refused == {
+            "nul": 'could not be stored: CharacterNotInRepertoire: invalid byte sequence for encoding "UTF8": 0x00',
+            "nan": NAN_REASON,
+        }
+    assert stored(kb, collection) == {"a": "first good", "b": "good", "nul": "the first version"}
