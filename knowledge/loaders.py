@@ -48,6 +48,7 @@ _DROPPED_TAGS = {"script", "style", "noscript", "template", "svg"}
 _CHECK_EVERY = 4096  # nodes or tokens between two looks at the clock
 _NEWLINE = re.compile(r"\r\n?|\n")  # how markdown-it splits lines (str.splitlines also splits at U+2028, FF ...)
 _JSON_VALUE_MARKS = (",", "[", "{")  # a JSON text holds at most one value more than these characters
+_JSONL_NUL_SHARE = 0.1  # UTF-16 text is half NULs; a record with a stray NUL is far below this
 
 
 @dataclass
@@ -110,9 +111,15 @@ def read_bytes(path: Path, max_bytes: int) -> bytes:
     return data
 
 
-def decode_text(data: bytes) -> str:
-    """Strict UTF-8 (a BOM is allowed); binary or other encodings are skipped, never guessed."""
-    if b"\x00" in data[:8192]:
+def decode_text(data: bytes, *, nul_share: float = 0.0) -> str:
+    """Strict UTF-8 (a BOM is allowed); binary or other encodings are skipped, never guessed.
+
+    A file is taken for binary when over ``nul_share`` of its first 8 KiB are NUL bytes: any NUL at
+    all for a document, which is one piece; a real share (UTF-16, a binary file) for JSONL, whose
+    records are judged one by one, so that one record with a NUL does not cost the file.
+    """
+    head = data[:8192]
+    if head.count(b"\x00") > nul_share * len(head):
         raise SkipFile("binary content (NUL bytes), not a text file")
     try:
         text = data.decode("utf-8-sig")
@@ -354,7 +361,7 @@ def jsonl_records(
     cut it at. The clock runs while a line is parsed, not while the caller handles the record; when
     it runs out the file is skipped from that line on (records before it are already the caller's).
     """
-    text = decode_text(data)
+    text = decode_text(data, nul_share=_JSONL_NUL_SHARE)
     clock = WorkClock(limits)
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -373,7 +380,9 @@ def _jsonl_item(
     if values > limits.jsonl_values:
         return RecordProblem(at, f"over {limits.jsonl_values:,} JSON values in one line, over the JSONL value limit")
     try:
-        record = json.loads(line)
+        # strict=False: a raw control character in a string (invalid JSON, but what a NUL in a record
+        # usually is) is read like its escape, and then cleaned like every other one
+        record = json.loads(line, strict=False)
     except json.JSONDecodeError as exc:
         return RecordProblem(at, f"invalid JSON: {exc.msg}")
     except RecursionError:  # [[[[... : one hostile line must not cost the file's other records

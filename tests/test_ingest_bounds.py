@@ -159,17 +159,25 @@ def test_the_chat_upload_keeps_the_good_documents(kb: KnowledgeBase, collection:
 def test_jsonl_lines_end_at_newline_only_and_ids_are_not_cleaned(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     lines = [
+        '{"id": "raw", "text": "a raw\x00 NUL\x07 in the first 8 KiB"}',  # invalid JSON, read leniently
         json.dumps({"id": "sep", "text": "one\u2028record\u0085with\x0cseparators"}, ensure_ascii=False),
         json.dumps({"id": "a\u0000b", "text": "an id that cleaning would change"}),
         json.dumps({"id": "ok", "text": "\u0000\u0001"}),
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
     items = list(load_jsonl(path, 1_000_000))
-    assert isinstance(items[0], LoadedDocument) and items[0].sections[0].text == "one\u2028record\x85with\nseparators"
-    assert [(p.where, p.reason) for p in items[1:] if isinstance(p, RecordProblem)] == [
-        (f"{path}:2", "'id' has control characters"),
-        (f"{path}:3", "no text found"),
+    assert [d.sections[0].text for d in items if isinstance(d, LoadedDocument)] == [
+        "a raw NUL in the first 8 KiB",
+        "one\u2028record\x85with\nseparators",
     ]
+    assert [(p.where, p.reason) for p in items if isinstance(p, RecordProblem)] == [
+        (f"{path}:3", "'id' has control characters"),
+        (f"{path}:4", "no text found"),
+    ]
+    utf16 = tmp_path / "utf16.jsonl"
+    utf16.write_text("\n".join(lines[1:]), encoding="utf-16-le")
+    with pytest.raises(SkipFile, match="binary content"):
+        list(load_jsonl(utf16, 1_000_000))
 
 
 def test_markdown_sections_stay_aligned_past_unicode_line_separators() -> None:
