@@ -243,7 +243,7 @@ class Ingestor:
         seen_by_source: dict[str, set[str]] = {}
         pending_for_source: dict[str, set[str]] = {}
         writer = _BatchWriter(self.db, target, report, known)
-        batch: list[tuple[LoadedDocument, list]] = []
+        batch: list[tuple[LoadedDocument, list, bool]] = []  # (document, chunks, new in the collection)
         batch_size = 0
         try:
             for path, document in self._documents(files, report):
@@ -262,11 +262,10 @@ class Ingestor:
                     continue
                 if previous is None:
                     report.documents_added += 1
-                    writer.added.add(document.doc_id)
                 else:
                     report.documents_updated += 1
                 known[document.doc_id] = (document.content_hash, signature)
-                batch.append((document, chunks))
+                batch.append((document, chunks, previous is None))
                 batch_size += len(chunks)
                 if batch_size >= self.batch_chunks:
                     writer.put(self._embed(batch, signature))
@@ -277,15 +276,13 @@ class Ingestor:
             writer.close()
         return seen_by_source
 
-    def _embed(self, batch: list[tuple[LoadedDocument, list]], signature: str) -> _Batch:
-        texts = [
-            embedding_text(document.title, chunk.heading, chunk.text) for document, chunks in batch for chunk in chunks
-        ]
+    def _embed(self, batch: list[tuple[LoadedDocument, list, bool]], signature: str) -> _Batch:
+        texts = [embedding_text(doc.title, chunk.heading, chunk.text) for doc, chunks, _ in batch for chunk in chunks]
         vectors = self.embedder.embed(texts)
         writes = _Batch()
         offset = 0
-        for document, chunks in batch:
-            writes.where[document.doc_id] = document.where
+        for document, chunks, new in batch:
+            writes.origin[document.doc_id] = (document.where, new)
             writes.append(
                 DocumentWrite(
                     doc_id=document.doc_id,
@@ -341,11 +338,12 @@ class Ingestor:
 
 
 class _Batch(list[DocumentWrite]):
-    """Embedded documents to store, with where each came from (for the report if one is refused)."""
+    """Embedded documents to store, with where each came from and whether it is new to the collection
+    (what the report needs if the database refuses one)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.where: dict[str, str] = {}
+        self.origin: dict[str, tuple[str, bool]] = {}
 
 
 class _BatchWriter:
@@ -363,8 +361,7 @@ class _BatchWriter:
         self._report = report
         self._known = known
         self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
-        self._refused: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()  # doc_id, where, reason
-        self.added: set[str] = set()  # doc_ids counted as added (not updated) in this run
+        self._refused: queue.SimpleQueue[tuple[str, str, bool, str]] = queue.SimpleQueue()  # id, where, new, why
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="ladder-ingest-writer", daemon=True)
         self._thread.start()
@@ -386,9 +383,9 @@ class _BatchWriter:
 
     def _take_refused(self) -> None:
         while not self._refused.empty():
-            doc_id, where, reason = self._refused.get()
+            doc_id, where, new, reason = self._refused.get()
             self._report.skipped.append(Skipped(where, reason))
-            if doc_id in self.added:
+            if new:
                 self._report.documents_added -= 1
             else:
                 self._report.documents_updated -= 1
@@ -409,4 +406,5 @@ class _BatchWriter:
                     continue
                 self._report.chunks_written += result.chunks
                 for doc_id, reason in result.refused.items():
-                    self._refused.put((doc_id, batch.where.get(doc_id, doc_id), reason))
+                    where, new = batch.origin.get(doc_id, (doc_id, False))
+                    self._refused.put((doc_id, where, new, reason))

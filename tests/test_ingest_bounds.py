@@ -137,6 +137,13 @@ def test_a_document_the_database_refuses_costs_only_itself(kb: KnowledgeBase, co
     again = kb.ingest([folder], collection, progress=False)  # the refused ones are tried again, not "unchanged"
     assert again.documents_unchanged == 11 and {s.path for s in again.skipped} == set(expected)
 
+    lines = records.read_text().splitlines()  # a stored record changed into one the database refuses
+    records.write_text("\n".join([NAN_RECORD.replace('"nan"', '"r1"'), *lines[1:]]))
+    changed = kb.ingest([folder], collection, progress=False)
+    assert (changed.documents_updated, changed.documents_added) == (0, 0)
+    assert {s.path: s.reason for s in changed.skipped}[f"{records}:1"] == NAN_REASON
+    assert stored(kb, collection)["r1"] == "Seals rest on the rocks."  # its older version stays
+
 
 def test_the_chat_upload_keeps_the_good_documents(kb: KnowledgeBase, collection: str, tmp_path: Path) -> None:
     from agent.chat.app import ChatHandlers
