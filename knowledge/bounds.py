@@ -111,14 +111,17 @@ _END: Any = object()
 # controls are removed, except tab, newline and carriage return; vertical tab and form feed separate
 # lines (a form feed is a page break), so they become newlines; DEL goes too. PostgreSQL's text
 # cannot hold NUL nor jsonb a \u0000, and the rest are invisible in a passage and unsafe in a terminal.
+# An unpaired surrogate (a JSON "\ud800") has no UTF-8 form at all, so it becomes U+FFFD.
 # Identifiers (a JSONL record's id) that this would change are refused instead: cleaning two ids
 # could make them one. File and member names are not text: they are matched against the disk.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_CONTROL_TABLE = {c: None for c in [*range(0x20), 0x7F] if chr(c) not in "\t\n\r"} | {0x0B: "\n", 0x0C: "\n"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+_CONTROL_TABLE: dict[int, str | None] = {c: None for c in [*range(0x20), 0x7F] if chr(c) not in "\t\n\r"}
+_CONTROL_TABLE |= {0x0B: "\n", 0x0C: "\n"} | dict.fromkeys(range(0xD800, 0xE000), "\ufffd")
 
 
 def clean_text(text: str) -> str:
-    """``text`` without NUL and the other C0 controls except tab, newline and CR (VT and FF become newlines)."""
+    """``text`` without NUL and the other C0 controls except tab, newline and CR (VT and FF become
+    newlines), and with U+FFFD for an unpaired surrogate."""
     if _CONTROL.search(text) is None:  # the common case, at the speed of a regex scan
         return text
     return text.translate(_CONTROL_TABLE)

@@ -398,7 +398,10 @@ def _jsonl_item(
             source=source,
             title=str(record.get("title") or ""),
             sections=[Section(text=record["text"])],
-            content_hash=sha256(json.dumps(record, sort_keys=True, ensure_ascii=False).encode()),
+            # surrogatepass: an unpaired surrogate must not stop the hash (the text itself is cleaned)
+            content_hash=sha256(
+                json.dumps(record, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+            ),
             metadata={**(record.get("metadata") or {}), "path": source, "line": number, **(metadata or {})},
             where=at,
         )
@@ -597,7 +600,7 @@ def _record_problem(record: object, limits: ParseLimits) -> str | None:
     if not isinstance(record.get("id"), str) or not record["id"].strip():
         return "missing or empty string 'id'"
     if clean_text(record["id"]) != record["id"]:  # cleaning an id could make two records one
-        return "'id' has control characters"
+        return "'id' has control characters or an unpaired surrogate"
     if not isinstance(record.get("text"), str) or not record["text"].strip():
         return "missing or empty string 'text'"
     if "title" in record and record["title"] is not None and not isinstance(record["title"], str):

@@ -186,10 +186,15 @@ class WriteResult:
     refused: dict[str, str] = field(default_factory=dict)  # doc_id -> reason
 
 
-# What the database says about one document's content (class 22 data exceptions such as a NUL byte or
-# text that is not valid JSON, class 54 limits such as a tsvector too long); anything else, a lost
-# connection for one, is about the run and ends it.
-DOCUMENT_ERRORS: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
+# What is said about one document's content: by the database (class 22 data exceptions such as a NUL
+# byte or text that is not valid JSON, class 54 limits such as a tsvector too long), or by psycopg
+# before sending (a string with no UTF-8 form). Anything else, a lost connection for one, is about
+# the run and ends it.
+DOCUMENT_ERRORS: tuple[type[Exception], ...] = (
+    psycopg.DataError,
+    psycopg.errors.ProgramLimitExceeded,
+    UnicodeEncodeError,
+)
 
 
 def write_documents(

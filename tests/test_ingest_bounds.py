@@ -88,6 +88,9 @@ def test_control_characters_rule() -> None:
     assert clean_text("tab\tline\ncr\r\n") == "tab\tline\ncr\r\n"  # kept
     assert clean_text("column\x0bpage\x0cnext") == "column\npage\nnext"  # vertical tab, form feed: line breaks
     assert clean_text("C1 \x85 and format \u200b characters stay") == "C1 \x85 and format \u200b characters stay"
+    assert (
+        clean_text("lone \ud83d surrogate, whole \U0001f600 emoji") == "lone \ufffd surrogate, whole \U0001f600 emoji"
+    )
     assert clean_value({"k\x00ey": ["v\x00", {"n": 1, "deep": "x\x07"}]}) == {"key": ["v", {"n": 1, "deep": "x"}]}
 
 
@@ -169,6 +172,7 @@ def test_jsonl_lines_end_at_newline_only_and_ids_are_not_cleaned(tmp_path: Path)
         '{"id": "raw", "text": "a raw\x00 NUL\x07 in the first 8 KiB"}',  # invalid JSON, read leniently
         json.dumps({"id": "sep", "text": "one\u2028record\u0085with\x0cseparators"}, ensure_ascii=False),
         json.dumps({"id": "a\u0000b", "text": "an id that cleaning would change"}),
+        '{"id": "lone", "text": "half an emoji \\ud83d here"}',  # no UTF-8 form: it used to cost the file
         json.dumps({"id": "ok", "text": "\u0000\u0001"}),
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -176,10 +180,11 @@ def test_jsonl_lines_end_at_newline_only_and_ids_are_not_cleaned(tmp_path: Path)
     assert [d.sections[0].text for d in items if isinstance(d, LoadedDocument)] == [
         "a raw NUL in the first 8 KiB",
         "one\u2028record\x85with\nseparators",
+        "half an emoji \ufffd here",
     ]
     assert [(p.where, p.reason) for p in items if isinstance(p, RecordProblem)] == [
-        (f"{path}:3", "'id' has control characters"),
-        (f"{path}:4", "no text found"),
+        (f"{path}:3", "'id' has control characters or an unpaired surrogate"),
+        (f"{path}:5", "no text found"),
     ]
     utf16 = tmp_path / "utf16.jsonl"
     utf16.write_text("\n".join(lines[1:]), encoding="utf-16-le")
@@ -447,10 +452,12 @@ def test_write_documents_leaves_out_only_what_the_database_refuses(kb: Knowledge
         target = ensure_collection(conn, collection, kb.embedder.model_name, kb.embedder.dimension)
         assert write_documents(conn, target, [doc("nul", "the first version")]).refused == {}
         batch = [doc("a", "first good"), doc("nul", "a\x00b"), doc("nan", "x", {"v": float("nan")}), doc("b", "good")]
-        result = write_documents(conn, target, batch)
+        result = write_documents(conn, target, [*batch, doc("lone", "a\ud800b")])
         assert result.chunks == 2
         assert result.refused == {
             "nul": 'could not be stored: CharacterNotInRepertoire: invalid byte sequence for encoding "UTF8": 0x00',
             "nan": NAN_REASON,
+            "lone": "could not be stored: UnicodeEncodeError: 'utf-8' codec can't encode character '\\ud800' in"
+            " position 1: surrogates not allowed",
         }
     assert stored(kb, collection) == {"a": "first good", "b": "good", "nul": "the first version"}
