@@ -367,8 +367,13 @@ def jsonl_records(
         if not line.strip():
             continue
         clock.check(f"line {number:,}")
+        at = f"{where}:{number}"
         with clock.running():
-            item = _jsonl_item(line, f"{where}:{number}", number, source, metadata, limits)
+            try:
+                item = _jsonl_item(line, at, number, source, metadata, limits)
+            except Exception as exc:  # a loader bug on one record must not cost the others
+                log.exception("unexpected error loading %s", at)
+                item = RecordProblem(at, f"could not load: {type(exc).__name__}: {brief(exc)}")
         yield item
 
 
