@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from knowledge.bounds import DEFAULT_LIMITS, ParseLimits
 from knowledge.chunking import ChunkingConfig
 from knowledge.db import Database
 from knowledge.embeddings import Embedder
@@ -27,11 +28,13 @@ class KnowledgeBase:
         max_file_bytes: int = 50_000_000,
         query_transforms: Sequence[QueryTransform] = (),
         rerankers: Sequence[Reranker] = (),
+        parse_limits: ParseLimits = DEFAULT_LIMITS,
     ) -> None:
         self.db = db
         self.embedder = embedder
         self.chunking = chunking or ChunkingConfig()
         self.max_file_bytes = max_file_bytes
+        self.parse_limits = parse_limits
         self.searcher = Searcher(db, embedder, search_config, query_transforms=query_transforms, rerankers=rerankers)
 
     def ingest(
@@ -50,6 +53,7 @@ class KnowledgeBase:
             chunking or self.chunking,
             max_file_bytes=self.max_file_bytes,
             progress=progress,
+            parse_limits=self.parse_limits,
         )
         return ingestor.ingest(paths, collection, prune=prune)
 

@@ -2,6 +2,8 @@
 
 Each batch of documents is written in one transaction together with its content hashes, so a run
 killed at any point leaves whole documents or none, and the next run redoes only what is missing.
+A document that cannot be loaded or that the database refuses is skipped with its reason (in the
+report and in ``ingest_runs.skipped``); the other documents of the run are stored.
 Embedding (the slow part) runs in the caller's thread while a writer thread stores the previous
 batch, so the database work hides behind the model.
 """
@@ -23,6 +25,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from tqdm import tqdm
 
+from knowledge.bounds import DEFAULT_LIMITS, ParseLimits, clean_text
 from knowledge.chunking import ChunkingConfig, chunk_document
 from knowledge.db import Database
 from knowledge.embeddings import Embedder
@@ -152,11 +155,13 @@ class Ingestor:
         max_file_bytes: int = 50_000_000,
         batch_chunks: int = 256,
         progress: bool | None = None,
+        parse_limits: ParseLimits = DEFAULT_LIMITS,
     ) -> None:
         self.db = db
         self.embedder = embedder
         self.chunking = chunking
         self.max_file_bytes = max_file_bytes
+        self.parse_limits = parse_limits
         self.batch_chunks = batch_chunks
         self.progress = sys.stderr.isatty() if progress is None else progress
 
@@ -205,14 +210,18 @@ class Ingestor:
                 suffix = path.suffix.lower()
                 if suffix in JSONL_SUFFIXES or suffix in ARCHIVE_SUFFIXES:
                     # Records and archive members: a bad one is reported, the others still ingested
-                    items = load_jsonl if suffix in JSONL_SUFFIXES else load_zip
-                    for item in items(path, self.max_file_bytes):
+                    items = (
+                        load_jsonl(path, self.max_file_bytes, self.parse_limits)
+                        if suffix in JSONL_SUFFIXES
+                        else load_zip(path, self.max_file_bytes, parse=self.parse_limits)
+                    )
+                    for item in items:
                         if isinstance(item, RecordProblem):
                             report.skipped.append(Skipped(item.where, item.reason))
                         else:
                             yield path, item
                 else:
-                    yield path, load_file(path, self.max_file_bytes)
+                    yield path, load_file(path, self.max_file_bytes, self.parse_limits)
             except SkipFile as skip:
                 report.skipped.append(Skipped(str(path), skip.reason))
                 continue
@@ -233,8 +242,8 @@ class Ingestor:
         signature = self.chunking.signature()
         seen_by_source: dict[str, set[str]] = {}
         pending_for_source: dict[str, set[str]] = {}
-        writer = _BatchWriter(self.db, target, report)
-        batch: list[tuple[LoadedDocument, list]] = []
+        writer = _BatchWriter(self.db, target, report, known)
+        batch: list[tuple[LoadedDocument, list, bool]] = []  # (document, chunks, new in the collection)
         batch_size = 0
         try:
             for path, document in self._documents(files, report):
@@ -249,14 +258,14 @@ class Ingestor:
                     continue
                 chunks = chunk_document(document, self.chunking)
                 if not chunks:
-                    report.skipped.append(Skipped(document.source, "no text after chunking"))
+                    report.skipped.append(Skipped(document.where, "no text after chunking"))
                     continue
                 if previous is None:
                     report.documents_added += 1
                 else:
                     report.documents_updated += 1
                 known[document.doc_id] = (document.content_hash, signature)
-                batch.append((document, chunks))
+                batch.append((document, chunks, previous is None))
                 batch_size += len(chunks)
                 if batch_size >= self.batch_chunks:
                     writer.put(self._embed(batch, signature))
@@ -267,14 +276,13 @@ class Ingestor:
             writer.close()
         return seen_by_source
 
-    def _embed(self, batch: list[tuple[LoadedDocument, list]], signature: str) -> list[DocumentWrite]:
-        texts = [
-            embedding_text(document.title, chunk.heading, chunk.text) for document, chunks in batch for chunk in chunks
-        ]
+    def _embed(self, batch: list[tuple[LoadedDocument, list, bool]], signature: str) -> _Batch:
+        texts = [embedding_text(doc.title, chunk.heading, chunk.text) for doc, chunks, _ in batch for chunk in chunks]
         vectors = self.embedder.embed(texts)
-        writes: list[DocumentWrite] = []
+        writes = _Batch()
         offset = 0
-        for document, chunks in batch:
+        for document, chunks, new in batch:
+            writes.origin[document.doc_id] = (document.where, new)
             writes.append(
                 DocumentWrite(
                     doc_id=document.doc_id,
@@ -301,6 +309,7 @@ class Ingestor:
             return delete_documents(conn, target, gone)
 
     def _finish_run(self, report: IngestReport, status: str, error: str | None) -> None:
+        shown = report.skipped[:1000]
         try:
             with self.db.connection() as conn:
                 conn.execute(
@@ -312,14 +321,15 @@ class Ingestor:
                     """,
                     (
                         status,
-                        error,
+                        clean_text(error) if error else None,
                         report.files_seen,
                         report.documents_added,
                         report.documents_updated,
                         report.documents_unchanged,
                         report.documents_pruned,
                         report.chunks_written,
-                        Jsonb([{"path": s.path, "reason": s.reason} for s in report.skipped[:1000]]),
+                        # clean_text: a path or a reason may quote input back, and jsonb holds no NUL
+                        Jsonb([{"path": clean_text(s.path), "reason": clean_text(s.reason)} for s in shown]),
                         report.run_id,
                     ),
                 )
@@ -327,30 +337,59 @@ class Ingestor:
             log.exception("could not record ingest run %s", report.run_id)
 
 
-class _BatchWriter:
-    """Stores batches on a background thread; at most two batches wait, bounding memory."""
+class _Batch(list[DocumentWrite]):
+    """Embedded documents to store, with where each came from and whether it is new to the collection
+    (what the report needs if the database refuses one)."""
 
-    def __init__(self, db: Database, target: Collection, report: IngestReport) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.origin: dict[str, tuple[str, bool]] = {}
+
+
+class _BatchWriter:
+    """Stores batches on a background thread; at most two batches wait, bounding memory.
+
+    Documents the database refuses come back through ``_refused``; the caller's thread moves them into
+    the report (at the next batch and at the end), so only one thread changes the report's counts.
+    """
+
+    def __init__(
+        self, db: Database, target: Collection, report: IngestReport, known: dict[str, tuple[str, str]]
+    ) -> None:
         self._db = db
         self._target = target
         self._report = report
-        self._queue: queue.Queue[list[DocumentWrite] | None] = queue.Queue(maxsize=2)
+        self._known = known
+        self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
+        self._refused: queue.SimpleQueue[tuple[str, str, bool, str]] = queue.SimpleQueue()  # id, where, new, why
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="ladder-ingest-writer", daemon=True)
         self._thread.start()
 
-    def put(self, batch: list[DocumentWrite]) -> None:
+    def put(self, batch: _Batch) -> None:
         self._raise_if_failed()
+        self._take_refused()
         self._queue.put(batch)
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
+        self._take_refused()
         self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
+
+    def _take_refused(self) -> None:
+        while not self._refused.empty():
+            doc_id, where, new, reason = self._refused.get()
+            self._report.skipped.append(Skipped(where, reason))
+            if new:
+                self._report.documents_added -= 1
+            else:
+                self._report.documents_updated -= 1
+            self._known.pop(doc_id, None)  # not stored: a later copy of it in this run is not "unchanged"
 
     def _loop(self) -> None:
         with self._db.connection() as conn:
@@ -361,6 +400,11 @@ class _BatchWriter:
                 if self._error is not None:
                     continue  # drain, so the producer never blocks on a dead writer
                 try:
-                    self._report.chunks_written += write_documents(conn, self._target, batch, async_commit=True)
+                    result = write_documents(conn, self._target, batch, async_commit=True)
                 except BaseException as exc:
                     self._error = exc
+                    continue
+                self._report.chunks_written += result.chunks
+                for doc_id, reason in result.refused.items():
+                    where, new = batch.origin.get(doc_id, (doc_id, False))
+                    self._refused.put((doc_id, where, new, reason))

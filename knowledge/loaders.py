@@ -2,7 +2,9 @@
 
 Every loader either returns documents or raises ``SkipFile`` with a reason a person can act on;
 nothing here stops a whole ingest run. Input is treated as hostile: sizes are bounded before
-anything is parsed or inflated, and parsing work stays linear in the input.
+anything is parsed or inflated, parsing work stays linear in the input, and every parser works
+under ``ParseLimits`` (nodes, pages, seconds per file; see knowledge/bounds.py). Every document is
+built by ``_document``, which applies the one control-character rule (``clean_text``) to all its text.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from itertools import pairwise
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from knowledge.bounds import DEFAULT_LIMITS, ParseLimits, SkipFile, WorkClock, brief, clean_text, clean_value
+
 log = logging.getLogger(__name__)
 
 MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdx"}
@@ -33,21 +37,18 @@ DOCUMENT_SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFF
 SUPPORTED_SUFFIXES = DOCUMENT_SUFFIXES | ARCHIVE_SUFFIXES
 # Archives inside an archive are never expanded: each layer multiplies what a bomb can do.
 NESTED_ARCHIVE_SUFFIXES = {".zip", ".jar", ".tar", ".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".zst", ".7z", ".rar"}
-# BeautifulSoup keeps a Python object per tag (about 1 KB each, ~10 s per million on one core here),
-# so a page made of millions of tiny tags is refused before it is parsed.
-MAX_HTML_TAGS = 300_000
-_HEADING_MARK = "\x00LADDER-HEADING\x00"
+# BeautifulSoup keeps a Python object per node (about 450 B each, ~7 s per million on one core here):
+# a start tag, a comment, a doctype, a CDATA section or a processing instruction each makes one, and
+# the text between two of them one more. So a page is refused, before it is parsed, when it has more
+# "<" followed by a letter, "!" or "?" than ParseLimits.html_nodes. End tags make no node.
+_HEADING_MARK = "\x00LADDER-HEADING\x00"  # cannot occur in the text: clean_text removes NUL first
 _HEADING_TAG = re.compile(r"^h[1-6]$")
-_START_TAG = re.compile(rb"<[A-Za-z]")
+_MARKUP = re.compile(rb"<[A-Za-z!?]")
 _DROPPED_TAGS = {"script", "style", "noscript", "template", "svg"}
-
-
-class SkipFile(Exception):
-    """This file (or record) is not ingested; ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+_CHECK_EVERY = 4096  # nodes or tokens between two looks at the clock
+_NEWLINE = re.compile(r"\r\n?|\n")  # how markdown-it splits lines (str.splitlines also splits at U+2028, FF ...)
+_JSON_VALUE_MARKS = (",", "[", "{")  # a JSON text holds at most one value more than these characters
+_JSONL_NUL_SHARE = 0.1  # UTF-16 text is half NULs; a record with a stray NUL is far below this
 
 
 @dataclass
@@ -69,6 +70,10 @@ class LoadedDocument:
     sections: list[Section]
     content_hash: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    where: str = ""  # where to point a person in a report: the path, ``file:line``, ``archive!member``
+
+    def __post_init__(self) -> None:
+        self.where = self.where or self.doc_id
 
 
 @dataclass
@@ -106,9 +111,15 @@ def read_bytes(path: Path, max_bytes: int) -> bytes:
     return data
 
 
-def decode_text(data: bytes) -> str:
-    """Strict UTF-8 (a BOM is allowed); binary or other encodings are skipped, never guessed."""
-    if b"\x00" in data[:8192]:
+def decode_text(data: bytes, *, nul_share: float = 0.0) -> str:
+    """Strict UTF-8 (a BOM is allowed); binary or other encodings are skipped, never guessed.
+
+    A file is taken for binary when over ``nul_share`` of its first 8 KiB are NUL bytes: any NUL at
+    all for a document, which is one piece; a real share (UTF-16, a binary file) for JSONL, whose
+    records are judged one by one, so that one record with a NUL does not cost the file.
+    """
+    head = data[:8192]
+    if head.count(b"\x00") > nul_share * len(head):
         raise SkipFile("binary content (NUL bytes), not a text file")
     try:
         text = data.decode("utf-8-sig")
@@ -119,14 +130,30 @@ def decode_text(data: bytes) -> str:
     return text
 
 
-def markdown_sections(text: str) -> tuple[str, list[Section]]:
-    """Split Markdown at its headings (not at '#' lines inside code blocks); return (title, sections)."""
+def markdown_sections(
+    text: str, limits: ParseLimits = DEFAULT_LIMITS, clock: WorkClock | None = None
+) -> tuple[str, list[Section]]:
+    """Split Markdown at its headings (not at '#' lines inside code blocks); return (title, sections).
+
+    Only the block structure is parsed: sections are cut from the raw lines, so inline parsing (links,
+    emphasis) would be work for nothing, and it is where markdown-it is slowest (2 MB of "[" took 25 s).
+    """
     from markdown_it import MarkdownIt
 
-    lines = text.splitlines()
-    tokens = MarkdownIt("commonmark").parse(text)
+    clock = clock or WorkClock(limits)
+    text = clean_text(text)
+    lines = _NEWLINE.split(text)
+    if len(lines) > limits.markdown_lines:
+        raise SkipFile(
+            f"Markdown has {len(lines):,} lines, over the {limits.markdown_lines:,}-line limit for Markdown"
+            " (each line may be a block to parse); split it, or name it .txt to ingest it as plain text"
+        )
+    tokens = MarkdownIt("commonmark").disable("inline").parse(text)
+    clock.check("the end of parsing")
     headings: list[tuple[int, int, int, str]] = []  # (start line, end line, level, text)
     for index, token in enumerate(tokens):
+        if index % _CHECK_EVERY == 0:
+            clock.check(f"token {index:,}")
         if token.type == "heading_open" and token.map:
             inline = tokens[index + 1]
             headings.append((token.map[0], token.map[1], int(token.tag[1]), inline.content.strip()))
@@ -148,7 +175,9 @@ def markdown_sections(text: str) -> tuple[str, list[Section]]:
     return title, sections
 
 
-def html_sections(data: bytes) -> tuple[str, list[Section]]:
+def html_sections(
+    data: bytes, limits: ParseLimits = DEFAULT_LIMITS, clock: WorkClock | None = None
+) -> tuple[str, list[Section]]:
     """Visible text of an HTML page split at h1-h6; scripts, styles and templates dropped.
 
     One pass over the parsed tree, without changing it: BeautifulSoup's ``replace_with`` and
@@ -157,19 +186,19 @@ def html_sections(data: bytes) -> tuple[str, list[Section]]:
     """
     from bs4 import BeautifulSoup
 
-    for tags, _ in enumerate(_START_TAG.finditer(data), start=1):
-        if tags > MAX_HTML_TAGS:
-            raise SkipFile(f"HTML has over {MAX_HTML_TAGS:,} tags, too many to parse safely")
+    clock = clock or WorkClock(limits)
+    check_html_nodes(data, limits.html_nodes)
     try:
         soup = BeautifulSoup(data, "lxml")
     except Exception:  # lxml missing or refused the input: the stdlib parser is slower but lenient
         soup = BeautifulSoup(data, "html.parser")
+    clock.check("the end of parsing")
     title_tag = soup.find("title")
     if title_tag is not None and title_tag.find_parent(list(_DROPPED_TAGS)) is not None:
         title_tag = None  # an icon's <svg><title>, not the page's
     title = _html_text(title_tag, " ") if title_tag else ""
     body = soup.body or soup
-    raw = "\n".join(_html_strings(body, skip=title_tag, mark_headings=True))
+    raw = "\n".join(_html_strings(body, skip=title_tag, mark_headings=True, clock=clock))
     sections: list[Section] = []
     path: list[tuple[int, str]] = []
     for part_index, part in enumerate(raw.split(_HEADING_MARK)):
@@ -188,19 +217,38 @@ def html_sections(data: bytes) -> tuple[str, list[Section]]:
     return title, sections
 
 
+def check_html_nodes(data: bytes, limit: int) -> None:
+    """SkipFile when the page has more markup that makes a node (start tags, comments, doctypes,
+    CDATA, processing instructions) than ``limit``; a count of "<" answers most pages at C speed."""
+    if data.count(b"<") <= limit:
+        return
+    for count, _ in enumerate(_MARKUP.finditer(data), start=1):
+        if count > limit:
+            raise SkipFile(
+                f"HTML has over {limit:,} tags, comments and other markup, over the {limit:,}-node limit"
+                " for HTML; too many to parse safely"
+            )
+
+
 def _html_text(tag: Any, separator: str) -> str:
     """A tag's visible text, each string stripped, like ``get_text(separator, strip=True)``."""
     return separator.join(s.strip() for s in _html_strings(tag) if s.strip())
 
 
-def _html_strings(root: Any, *, skip: Any = None, mark_headings: bool = False) -> Iterator[str]:
-    """The visible strings under ``root`` in document order; with ``mark_headings``, each outermost
+def _html_strings(
+    root: Any, *, skip: Any = None, mark_headings: bool = False, clock: WorkClock | None = None
+) -> Iterator[str]:
+    """The visible strings under ``root`` in document order, cleaned; with ``mark_headings``, each outermost
     h1-h6 becomes one marked line with its text. An explicit stack, so nesting depth costs no recursion."""
     from bs4 import CData, NavigableString, Tag
 
     stack = [iter(root.contents)]
+    steps = 0
     while stack:
         child = next(stack[-1], None)
+        steps += 1
+        if clock is not None and steps % _CHECK_EVERY == 0:
+            clock.check(f"node {steps:,}")
         if child is None:
             stack.pop()
         elif isinstance(child, Tag):
@@ -211,82 +259,43 @@ def _html_strings(root: Any, *, skip: Any = None, mark_headings: bool = False) -
             else:
                 stack.append(iter(child.contents))
         elif type(child) in (NavigableString, CData):  # not comments, doctypes, script or style text
-            yield str(child)
+            yield clean_text(str(child))
 
 
-def pdf_sections(data: bytes) -> tuple[str, list[Section]]:
-    """One section per page with text; malformed PDFs and those locked by a password are skipped.
+def pdf_sections(
+    data: bytes, limits: ParseLimits = DEFAULT_LIMITS, clock: WorkClock | None = None
+) -> tuple[str, list[Section]]:
+    """One section per page with text; malformed, locked and too costly PDFs are skipped (knowledge/pdf_text.py)."""
+    from knowledge.pdf_text import pdf_sections as pages_text
 
-    A PDF encrypted with an empty user password (only its permissions restricted) opens in any
-    viewer, so it is read too. pypdf bounds each stream it inflates (LimitReachedError).
-    """
-    from pypdf import PdfReader
-    from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
-
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise SkipFile("encrypted PDF (needs a password)")
-        title = ""
-        if reader.metadata is not None and reader.metadata.title:
-            title = str(reader.metadata.title).strip()
-        sections = []
-        for number, page in enumerate(reader.pages, start=1):
-            text = (page.extract_text() or "").strip()
-            if text:
-                sections.append(Section(text=text, metadata={"page": number}))
-    except SkipFile:
-        raise
-    except FileNotDecryptedError as exc:
-        raise SkipFile("encrypted PDF (needs a password)") from exc
-    except DependencyError as exc:  # AES without the optional cryptography package
-        raise SkipFile(f"encrypted PDF that pypdf cannot open here: {_brief(exc)}") from exc
-    except LimitReachedError as exc:
-        raise SkipFile(f"PDF stream over the size limit (possible decompression bomb): {_brief(exc)}") from exc
-    except Exception as exc:  # pypdf raises many types on broken files (IndexError, zlib.error, ...)
-        raise SkipFile(f"malformed PDF: {type(exc).__name__}: {_brief(exc)}") from exc
-    if not sections:
+    title, pages = pages_text(data, limits, clock or WorkClock(limits))
+    if not pages:
         raise SkipFile("PDF has no extractable text (scanned images need OCR)")
-    return title, sections
+    return title, [Section(text=text, metadata={"page": number}) for number, text in pages]
 
 
-def _brief(exc: BaseException, limit: int = 200) -> str:
-    """An exception's message on one line, cut to ``limit`` characters (parsers quote input back)."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def load_file(path: Path, max_bytes: int) -> LoadedDocument:
+def load_file(path: Path, max_bytes: int, limits: ParseLimits = DEFAULT_LIMITS) -> LoadedDocument:
     """Load one Markdown, text, HTML or PDF file as a document whose doc_id is its absolute path."""
     data = read_bytes(path, max_bytes)
     source = str(path.absolute())
-    return document_from_bytes(data, path.suffix.lower(), doc_id=source, source=source, name=path.stem)
+    return document_from_bytes(data, path.suffix.lower(), doc_id=source, source=source, name=path.stem, limits=limits)
 
 
 def document_from_bytes(
-    data: bytes, suffix: str, *, doc_id: str, source: str, name: str, metadata: dict[str, Any] | None = None
+    data: bytes,
+    suffix: str,
+    *,
+    doc_id: str,
+    source: str,
+    name: str,
+    metadata: dict[str, Any] | None = None,
+    limits: ParseLimits = DEFAULT_LIMITS,
 ) -> LoadedDocument:
     """One document from a file's bytes, parsed by ``suffix``; ``name`` is the title when it has none."""
-    if suffix in PDF_SUFFIXES:
-        if not data.startswith(b"%PDF"):
-            raise SkipFile("not a PDF (no %PDF header)")
-        title, sections = pdf_sections(data)
-    elif suffix in HTML_SUFFIXES:
-        decode_text(data)  # same rules as other text: refuse binary and non-UTF-8
-        try:
-            title, sections = html_sections(data)
-        except RecursionError as exc:
-            raise SkipFile("HTML nested too deeply to parse") from exc
-    elif suffix in MARKDOWN_SUFFIXES:
-        title, sections = markdown_sections(decode_text(data))
-    elif suffix in TEXT_SUFFIXES:
-        text = decode_text(data).strip()
-        title, sections = "", [Section(text=text)]
-    else:
-        raise SkipFile(f"unsupported file type {suffix or '(none)'}")
-    if not sections:
-        raise SkipFile("no text found")
-    return LoadedDocument(
+    clock = WorkClock(limits)
+    with clock.running():
+        title, sections = _parse(data, suffix, limits, clock)
+    return _document(
         doc_id=doc_id,
         source=source,
         title=title or name,
@@ -296,46 +305,115 @@ def document_from_bytes(
     )
 
 
-def load_jsonl(path: Path, max_bytes: int) -> Iterator[LoadedDocument | RecordProblem]:
+def _parse(data: bytes, suffix: str, limits: ParseLimits, clock: WorkClock) -> tuple[str, list[Section]]:
+    if suffix in PDF_SUFFIXES:
+        if not data.startswith(b"%PDF"):
+            raise SkipFile("not a PDF (no %PDF header)")
+        return pdf_sections(data, limits, clock)
+    if suffix in HTML_SUFFIXES:
+        decode_text(data)  # same rules as other text: refuse binary and non-UTF-8
+        try:
+            return html_sections(data, limits, clock)
+        except RecursionError as exc:
+            raise SkipFile("HTML nested too deeply to parse") from exc
+    if suffix in MARKDOWN_SUFFIXES:
+        return markdown_sections(decode_text(data), limits, clock)
+    if suffix in TEXT_SUFFIXES:
+        return "", [Section(text=decode_text(data))]
+    raise SkipFile(f"unsupported file type {suffix or '(none)'}")
+
+
+def _document(
+    *, doc_id: str, source: str, title: str, sections: list[Section], where: str = "", **rest: Any
+) -> LoadedDocument:
+    """The one way a document is made: ``clean_text`` on its title, headings, text and metadata;
+    sections left empty by that are dropped, and a document left with none is skipped."""
+    kept = [
+        Section(text=text, heading=clean_text(s.heading), metadata=clean_value(s.metadata))
+        for s in sections
+        if (text := clean_text(s.text).strip())
+    ]
+    if not kept:
+        raise SkipFile("no text found")
+    rest["metadata"] = clean_value(rest.get("metadata") or {})
+    return LoadedDocument(doc_id=doc_id, source=source, title=clean_text(title), sections=kept, where=where, **rest)
+
+
+def load_jsonl(
+    path: Path, max_bytes: int, limits: ParseLimits = DEFAULT_LIMITS
+) -> Iterator[LoadedDocument | RecordProblem]:
     """One document per line ``{"id", "text", "title"?, "metadata"?}``; bad lines become problems."""
-    yield from jsonl_records(read_bytes(path, max_bytes), source=str(path.absolute()), where=str(path))
+    data = read_bytes(path, max_bytes)
+    yield from jsonl_records(data, source=str(path.absolute()), where=str(path), limits=limits)
 
 
 def jsonl_records(
-    data: bytes, *, source: str, where: str, metadata: dict[str, Any] | None = None
+    data: bytes,
+    *,
+    source: str,
+    where: str,
+    metadata: dict[str, Any] | None = None,
+    limits: ParseLimits = DEFAULT_LIMITS,
 ) -> Iterator[LoadedDocument | RecordProblem]:
-    """The records of JSONL bytes; ``where`` names the file in problems (``where:line``)."""
-    text = decode_text(data)
-    for number, line in enumerate(text.splitlines(), start=1):
+    """The records of JSONL bytes; ``where`` names the file in problems (``where:line``).
+
+    Lines end at "\n" only: a record may hold U+2028 or a form feed, which ``str.splitlines`` would
+    cut it at. The clock runs while a line is parsed, not while the caller handles the record; when
+    it runs out the file is skipped from that line on (records before it are already the caller's).
+    """
+    text = decode_text(data, nul_share=_JSONL_NUL_SHARE)
+    clock = WorkClock(limits)
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        clock.check(f"line {number:,}")
         at = f"{where}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield RecordProblem(at, f"invalid JSON: {exc.msg}")
-            continue
-        except RecursionError:  # [[[[... : one hostile line must not cost the file's other records
-            yield RecordProblem(at, "invalid JSON: nested too deeply")
-            continue
-        except ValueError as exc:  # e.g. an integer over Python's 4300-digit limit
-            yield RecordProblem(at, f"invalid JSON: {_brief(exc)}")
-            continue
-        problem = _record_problem(record)
+        with clock.running():
+            try:
+                item = _jsonl_item(line, at, number, source, metadata, limits)
+            except Exception as exc:  # a loader bug on one record must not cost the others
+                log.exception("unexpected error loading %s", at)
+                item = RecordProblem(at, f"could not load: {type(exc).__name__}: {brief(exc)}")
+        yield item
+
+
+def _jsonl_item(
+    line: str, at: str, number: int, source: str, metadata: dict[str, Any] | None, limits: ParseLimits
+) -> LoadedDocument | RecordProblem:
+    """One JSONL line as a document, or the problem with it."""
+    values = sum(line.count(mark) for mark in _JSON_VALUE_MARKS) + 1
+    if values > limits.jsonl_values:
+        return RecordProblem(at, f"over {limits.jsonl_values:,} JSON values in one line, over the JSONL value limit")
+    try:
+        # strict=False: a raw control character in a string (invalid JSON, but what a NUL in a record
+        # usually is) is read like its escape, and then cleaned like every other one
+        record = json.loads(line, strict=False)
+    except json.JSONDecodeError as exc:
+        return RecordProblem(at, f"invalid JSON: {exc.msg}")
+    except RecursionError:  # [[[[... : one hostile line must not cost the file's other records
+        return RecordProblem(at, "invalid JSON: nested too deeply")
+    except ValueError as exc:  # e.g. an integer over Python's 4300-digit limit
+        return RecordProblem(at, f"invalid JSON: {brief(exc)}")
+    try:
+        problem = _record_problem(record, limits)
         if problem:
-            yield RecordProblem(at, problem)
-            continue
-        record_metadata = dict(record.get("metadata") or {})
-        title = str(record.get("title") or "")
-        body = record["text"].strip()
-        yield LoadedDocument(
+            return RecordProblem(at, problem)
+        return _document(
             doc_id=record["id"],
             source=source,
-            title=title,
-            sections=[Section(text=body)],
-            content_hash=sha256(json.dumps(record, sort_keys=True, ensure_ascii=False).encode()),
-            metadata={**record_metadata, "path": source, "line": number, **(metadata or {})},
+            title=str(record.get("title") or ""),
+            sections=[Section(text=record["text"])],
+            # surrogatepass: an unpaired surrogate must not stop the hash (the text itself is cleaned)
+            content_hash=sha256(
+                json.dumps(record, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+            ),
+            metadata={**(record.get("metadata") or {}), "path": source, "line": number, **(metadata or {})},
+            where=at,
         )
+    except SkipFile as skip:  # nothing left of its text once control characters are gone
+        return RecordProblem(at, skip.reason)
+    except RecursionError:
+        return RecordProblem(at, "'metadata' nested too deeply")
 
 
 @dataclass(frozen=True)
@@ -346,80 +424,107 @@ class ArchiveLimits:
     max_total_bytes: int | None = None  # None: ten times the per-file limit
     max_ratio: float = 100.0  # text rarely compresses past 20:1; a bomb of zeros reaches 1000:1
     ratio_floor_bytes: int = 1_000_000  # a small member may compress as well as it likes
+    max_seconds: float = 300.0  # parsing all members together (each member also has the per-file limit)
 
 
 _READ_CHUNK = 1 << 20
 
 
 def load_zip(
-    path: Path, max_bytes: int, limits: ArchiveLimits | None = None
+    path: Path, max_bytes: int, limits: ArchiveLimits | None = None, parse: ParseLimits = DEFAULT_LIMITS
 ) -> Iterator[LoadedDocument | RecordProblem]:
     """The supported files inside a zip archive as documents, read in memory (nothing touches disk).
 
     A member's doc_id is ``<archive>!<member path>`` and its source the archive, so re-ingesting and
     ``--prune`` treat members as they treat JSONL records. A member over ``max_bytes``, one that
-    inflates past ``max_ratio``:1, a nested archive, an unsafe path (``..``, absolute, a drive) or
-    a corrupt member is a problem with a reason, and the other members are still read; an archive
-    whose members add up to more than the total limit, or whose entries overlap, is skipped whole.
+    inflates past ``max_ratio``:1, a nested archive, an unsafe path (``..``, absolute, a drive), a
+    corrupt member or one past a parse limit (each member is a file to ``parse``) is a problem with a
+    reason, and the other members are still read; an archive whose members add up to more than the
+    total limit, or whose entries overlap, is skipped whole, and one that takes longer than
+    ``max_seconds`` is skipped from that member on.
     """
     limits = limits or ArchiveLimits()
     total_limit = limits.max_total_bytes if limits.max_total_bytes is not None else 10 * max_bytes
     data = read_bytes(path, max_bytes)
-    source = str(path.absolute())
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except Exception as exc:  # BadZipFile, or ValueError/struct errors from a mangled directory
-        raise SkipFile(f"not a valid zip archive: {_brief(exc)}") from exc
+        raise SkipFile(f"not a valid zip archive: {brief(exc)}") from exc
+    clock = WorkClock(parse, limits.max_seconds, "the time limit for one archive")
     with archive:
-        infos = archive.infolist()
-        if len(infos) > limits.max_members:
-            raise SkipFile(f"archive has {len(infos):,} entries, over the {limits.max_members:,} limit")
-        spans = sorted((info.header_offset, info.compress_size) for info in infos)
-        if any(start + size > following for (start, size), (following, _) in pairwise(spans)):
-            # Entries sharing compressed bytes are the "overlapping" bomb: a few KB read many times over
-            raise SkipFile("zip bomb: entries overlap (several files share the same compressed data)")
-        problems: list[RecordProblem] = []
-        wanted: list[tuple[zipfile.ZipInfo, str]] = []
-        seen: set[str] = set()
-        for info in infos:
-            member, problem = _member_problem(info, seen, max_bytes, limits)
-            if problem:
-                problems.append(RecordProblem(f"{path}!{_printable(member or info.filename)}", problem))
-            elif member:
-                wanted.append((info, member))
-        declared = sum(info.file_size for info, _ in wanted)
-        if declared > total_limit:
-            if _inflates_too_far(declared, sum(info.compress_size for info, _ in wanted), limits):
-                raise SkipFile(f"zip bomb: expands beyond {total_limit / 1e6:.1f} MB")
-            raise SkipFile(
-                f"archive too large: its files expand to {declared / 1e6:.1f} MB,"
-                f" over the {total_limit / 1e6:.1f} MB limit"
-            )
+        wanted, problems = _archive_members(archive, path, max_bytes, total_limit, limits)
         yield from problems
-        used = 0
+        budget = [total_limit]  # bytes the members still to read may inflate to, together
         for info, member in wanted:
+            clock.check(f"member {member}")  # outside the member's try: the rest of the archive is not read
             where = f"{path}!{member}"
             try:
-                content = _read_member(archive, info, min(max_bytes, total_limit - used), limits)
-                used += len(content)
-                suffix = PurePosixPath(member).suffix.lower()
-                extra = {"member": member}
-                if suffix in JSONL_SUFFIXES:
-                    yield from jsonl_records(content, source=source, where=where, metadata=extra)
-                else:
-                    yield document_from_bytes(
-                        content,
-                        suffix,
-                        doc_id=f"{source}!{member}",
-                        source=source,
-                        name=PurePosixPath(member).stem,
-                        metadata=extra,
-                    )
+                yield from clock.charged(_member_items(archive, info, member, path, max_bytes, budget, limits, parse))
             except SkipFile as skip:
                 yield RecordProblem(where, skip.reason)
             except Exception as exc:  # a loader bug on one member must not cost the others
                 log.exception("unexpected error loading %s", where)
-                yield RecordProblem(where, f"could not load: {type(exc).__name__}: {_brief(exc)}")
+                yield RecordProblem(where, f"could not load: {type(exc).__name__}: {brief(exc)}")
+
+
+def _archive_members(
+    archive: zipfile.ZipFile, path: Path, max_bytes: int, total_limit: int, limits: ArchiveLimits
+) -> tuple[list[tuple[zipfile.ZipInfo, str]], list[RecordProblem]]:
+    """The members to read and the problems of the others; SkipFile when the whole archive is refused."""
+    infos = archive.infolist()
+    if len(infos) > limits.max_members:
+        raise SkipFile(f"archive has {len(infos):,} entries, over the {limits.max_members:,} limit")
+    spans = sorted((info.header_offset, info.compress_size) for info in infos)
+    if any(start + size > following for (start, size), (following, _) in pairwise(spans)):
+        # Entries sharing compressed bytes are the "overlapping" bomb: a few KB read many times over
+        raise SkipFile("zip bomb: entries overlap (several files share the same compressed data)")
+    problems: list[RecordProblem] = []
+    wanted: list[tuple[zipfile.ZipInfo, str]] = []
+    seen: set[str] = set()
+    for info in infos:
+        member, problem = _member_problem(info, seen, max_bytes, limits)
+        if problem:
+            problems.append(RecordProblem(f"{path}!{_printable(member or info.filename)}", problem))
+        elif member:
+            wanted.append((info, member))
+    declared = sum(info.file_size for info, _ in wanted)
+    if declared > total_limit:
+        if _inflates_too_far(declared, sum(info.compress_size for info, _ in wanted), limits):
+            raise SkipFile(f"zip bomb: expands beyond {total_limit / 1e6:.1f} MB")
+        raise SkipFile(
+            f"archive too large: its files expand to {declared / 1e6:.1f} MB, over the {total_limit / 1e6:.1f} MB limit"
+        )
+    return wanted, problems
+
+
+def _member_items(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    member: str,
+    path: Path,
+    max_bytes: int,
+    budget: list[int],
+    limits: ArchiveLimits,
+    parse: ParseLimits,
+) -> Iterator[LoadedDocument | RecordProblem]:
+    """One member's document, or its JSONL records; ``budget`` is the archive's bytes left to inflate."""
+    source, where = str(path.absolute()), f"{path}!{member}"
+    content = _read_member(archive, info, min(max_bytes, budget[0]), limits)
+    budget[0] -= len(content)
+    suffix = PurePosixPath(member).suffix.lower()
+    extra = {"member": member}
+    if suffix in JSONL_SUFFIXES:
+        yield from jsonl_records(content, source=source, where=where, metadata=extra, limits=parse)
+        return
+    yield document_from_bytes(
+        content,
+        suffix,
+        doc_id=f"{source}!{member}",
+        source=source,
+        name=PurePosixPath(member).stem,
+        metadata=extra,
+        limits=parse,
+    )
 
 
 def _member_problem(
@@ -477,7 +582,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, li
     except SkipFile:
         raise
     except Exception as exc:  # bad CRC, truncated data, an unsupported compression method
-        raise SkipFile(f"corrupt archive member: {type(exc).__name__}: {_brief(exc)}") from exc
+        raise SkipFile(f"corrupt archive member: {type(exc).__name__}: {brief(exc)}") from exc
     return b"".join(chunks)
 
 
@@ -491,18 +596,27 @@ def _printable(name: str, limit: int = 200) -> str:
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
-def _record_problem(record: object) -> str | None:
+def _record_problem(record: object, limits: ParseLimits) -> str | None:
     if not isinstance(record, dict):
         return "a record must be a JSON object"
     unknown = set(record) - {"id", "text", "title", "metadata"}
     if unknown:
-        return f"unknown keys {sorted(unknown)}"
+        return brief(f"unknown keys {sorted(unknown)}")
     if not isinstance(record.get("id"), str) or not record["id"].strip():
         return "missing or empty string 'id'"
+    if clean_text(record["id"]) != record["id"]:  # cleaning an id could make two records one
+        return "'id' has control characters or an unpaired surrogate"
     if not isinstance(record.get("text"), str) or not record["text"].strip():
         return "missing or empty string 'text'"
     if "title" in record and record["title"] is not None and not isinstance(record["title"], str):
         return "'title' must be a string"
     if "metadata" in record and record["metadata"] is not None and not isinstance(record["metadata"], dict):
         return "'metadata' must be an object"
+    if record.get("metadata"):
+        size = len(json.dumps(record["metadata"], ensure_ascii=False).encode())
+        if size > limits.metadata_bytes:
+            return (
+                f"'metadata' is {size:,} bytes as JSON, over the {limits.metadata_bytes:,}-byte metadata limit"
+                " (metadata is copied into every chunk)"
+            )
     return None

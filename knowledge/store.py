@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -85,12 +85,17 @@ def require_collection(conn: psycopg.Connection, name: str, model: str, dimensio
     return collection
 
 
+def check_collection_name(name: str) -> None:
+    """The table's check on a new collection's name, as a clear error."""
+    if not 1 <= len(name) <= 100:
+        raise CollectionError(f"a collection name must be 1-100 characters, not {len(name)}")
+
+
 def ensure_collection(conn: psycopg.Connection, name: str, model: str, dimension: int) -> Collection:
     """Get or create a collection (without its vector index: see ensure_vector_index); commit the creation."""
     collection = get_collection(conn, name)
     if collection is None:
-        if not 1 <= len(name) <= 100:  # the table's check, as a clear error
-            raise CollectionError(f"a collection name must be 1-100 characters, not {len(name)}")
+        check_collection_name(name)
         with conn.transaction():
             conn.execute(
                 "INSERT INTO collections (name, embedding_model, dimension) VALUES (%s, %s, %s)"
@@ -174,75 +179,124 @@ class DocumentWrite:
     embeddings: np.ndarray
 
 
+@dataclass
+class WriteResult:
+    """What ``write_documents`` stored: chunks written, and each document refused with the reason."""
+
+    chunks: int = 0
+    refused: dict[str, str] = field(default_factory=dict)  # doc_id -> reason
+
+
+# What is said about one document's content: by the database (class 22 data exceptions such as a NUL
+# byte or text that is not valid JSON, class 54 limits such as a tsvector too long), or by psycopg
+# before sending (a string with no UTF-8 form). Anything else, a lost connection for one, is about
+# the run and ends it.
+DOCUMENT_ERRORS: tuple[type[Exception], ...] = (
+    psycopg.DataError,
+    psycopg.errors.ProgramLimitExceeded,
+    UnicodeEncodeError,
+)
+
+
 def write_documents(
     conn: psycopg.Connection,
     collection: Collection,
     docs: Sequence[DocumentWrite],
     *,
     async_commit: bool = False,
-) -> int:
-    """Replace these documents and their chunks in one transaction; return the chunks written.
+) -> WriteResult:
+    """Replace these documents and their chunks in one transaction; a document the database refuses
+    is left out (its older version, if any, stays) and reported, and the others are stored.
 
-    Upserting the document row locks it, so two ingests of the same document serialise and the
-    last one's chunks are the only ones left. ``async_commit`` skips the wait for the WAL flush:
-    a crash may then lose the last few commits, which a re-run redoes from the content hashes.
+    The batch is written in one savepoint, with one COPY for all its chunks. Only when the database
+    refuses something is that savepoint rolled back and the batch written again one document per
+    savepoint, so the one at fault is found and left out: nothing is paid for isolation when nothing
+    fails (a savepoint and a COPY per document made every batch 2-3 times slower). Savepoints rather
+    than a transaction per document: the batch still commits once (one WAL flush, or none to wait for
+    with ``async_commit``), and a batch interrupted halfway leaves none of its documents, so the
+    content hashes stay true. Upserting the document row locks it, so two ingests of the same document
+    serialise and the last one's chunks are the only ones left. ``async_commit`` skips the wait for the
+    WAL flush: a crash may then lose the last few commits, which a re-run redoes from the content hashes.
     """
-    written = 0
-    latest = {doc.doc_id: doc for doc in docs}  # a doc_id twice in one batch: the last one wins
+    result = WriteResult()
+    latest = list({doc.doc_id: doc for doc in docs}.values())  # a doc_id twice in one batch: the last wins
     with conn.transaction():
         if async_commit:
             conn.execute("SET LOCAL synchronous_commit = off")
-        rows: list[tuple[Any, ...]] = []
-        for doc in latest.values():
-            document_id = conn.execute(
-                """
-                INSERT INTO documents (collection_id, doc_id, source, title, metadata, content_hash,
-                                       chunking, n_chunks)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (collection_id, doc_id) DO UPDATE
-                SET source = EXCLUDED.source, title = EXCLUDED.title, metadata = EXCLUDED.metadata,
-                    content_hash = EXCLUDED.content_hash, chunking = EXCLUDED.chunking,
-                    n_chunks = EXCLUDED.n_chunks, ingested_at = now()
-                RETURNING id
-                """,
-                (
-                    collection.id,
-                    doc.doc_id,
-                    doc.source,
-                    doc.title,
-                    Jsonb(doc.metadata),
-                    doc.content_hash,
-                    doc.chunking,
-                    len(doc.chunks),
-                ),
-            ).fetchone()[0]  # type: ignore[index]
-            conn.execute("DELETE FROM chunks WHERE document_id = %s", (document_id,))
-            for chunk, vector in zip(doc.chunks, doc.embeddings, strict=True):
-                rows.append(
-                    (
-                        document_id,
-                        collection.id,
-                        chunk.ordinal,
-                        doc.title,
-                        chunk.heading,
-                        chunk.text,
-                        chunk.n_tokens,
-                        Jsonb({**doc.metadata, **chunk.metadata}),
-                        vector,
-                    )
-                )
-        with (
-            conn.cursor() as cur,
-            cur.copy(
-                "COPY chunks (document_id, collection_id, ordinal, title, heading, text, n_tokens, metadata,"
-                " embedding) FROM STDIN WITH (FORMAT BINARY)"
-            ) as copy,
-        ):
-            copy.set_types(["int8", "int4", "int4", "text", "text", "text", "int4", "jsonb", "vector"])
-            for row in rows:
-                copy.write_row(row)
-                written += 1
-    return written
+        try:
+            with conn.transaction():  # SAVEPOINT
+                result.chunks = _write_batch(conn, collection, latest)
+            return result
+        except DOCUMENT_ERRORS:
+            pass  # rolled back to the savepoint: find the documents at fault
+        for doc in latest:
+            try:
+                with conn.transaction():
+                    result.chunks += _write_batch(conn, collection, [doc])
+            except DOCUMENT_ERRORS as exc:
+                result.refused[doc.doc_id] = refusal(exc)
+    return result
+
+
+def refusal(exc: Exception) -> str:
+    """Why the database refused a document, in one line: the error's name and its primary message
+    (not its detail or context, which quote the document)."""
+    diag = getattr(exc, "diag", None)
+    message = (diag.message_primary if diag is not None else None) or str(exc).splitlines()[0]
+    return f"could not be stored: {type(exc).__name__}: {' '.join(message.split())[:200]}"
+
+
+def _write_batch(conn: psycopg.Connection, collection: Collection, docs: Sequence[DocumentWrite]) -> int:
+    """Upsert the documents' rows and replace their chunks, with one COPY; the chunks written."""
+    rows: list[tuple[Any, ...]] = []
+    for doc in docs:
+        document_id = conn.execute(
+            """
+            INSERT INTO documents (collection_id, doc_id, source, title, metadata, content_hash, chunking, n_chunks)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (collection_id, doc_id) DO UPDATE
+            SET source = EXCLUDED.source, title = EXCLUDED.title, metadata = EXCLUDED.metadata,
+                content_hash = EXCLUDED.content_hash, chunking = EXCLUDED.chunking,
+                n_chunks = EXCLUDED.n_chunks, ingested_at = now()
+            RETURNING id
+            """,
+            (
+                collection.id,
+                doc.doc_id,
+                doc.source,
+                doc.title,
+                Jsonb(doc.metadata),
+                doc.content_hash,
+                doc.chunking,
+                len(doc.chunks),
+            ),
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute("DELETE FROM chunks WHERE document_id = %s", (document_id,))
+        rows.extend(
+            (
+                document_id,
+                collection.id,
+                chunk.ordinal,
+                doc.title,
+                chunk.heading,
+                chunk.text,
+                chunk.n_tokens,
+                Jsonb({**doc.metadata, **chunk.metadata}),
+                vector,
+            )
+            for chunk, vector in zip(doc.chunks, doc.embeddings, strict=True)
+        )
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY chunks (document_id, collection_id, ordinal, title, heading, text, n_tokens, metadata,"
+            " embedding) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy,
+    ):
+        copy.set_types(["int8", "int4", "int4", "text", "text", "text", "int4", "jsonb", "vector"])
+        for row in rows:
+            copy.write_row(row)
+    return len(rows)
 
 
 def delete_documents(conn: psycopg.Connection, collection: Collection, doc_ids: Sequence[str]) -> int:

@@ -18,8 +18,8 @@ from types import SimpleNamespace
 import pytest
 
 from knowledge.base import KnowledgeBase
+from knowledge.bounds import ParseLimits
 from knowledge.loaders import (
-    MAX_HTML_TAGS,
     ArchiveLimits,
     LoadedDocument,
     RecordProblem,
@@ -31,7 +31,7 @@ from knowledge.loaders import (
     pdf_sections,
 )
 from knowledge.uploads import MAX_NAME_BYTES, collection_folder, ingest_uploads, safe_filename, stage_uploads
-from tests.helpers import make_pdf
+from tests.helpers import build_pdf, make_pdf
 
 LIMIT = 1_000_000
 GIB = 1 << 30
@@ -296,8 +296,8 @@ def test_many_headings_and_nested_headings_take_linear_time() -> None:
 
 def test_html_with_too_many_tags_is_skipped_before_parsing(tmp_path: Path) -> None:
     path = tmp_path / "tags.html"
-    path.write_bytes(b"<html><body>" + b"<b>" * MAX_HTML_TAGS)
-    with pytest.raises(SkipFile, match="HTML has over 300,000 tags, too many to parse safely"):
+    path.write_bytes(b"<html><body>" + b"<b>" * ParseLimits().html_nodes)
+    with pytest.raises(SkipFile, match="HTML has over 300,000 tags, comments and other markup, over the 300,000-node"):
         timed(load_file, path, 50_000_000)
 
 
@@ -309,18 +309,6 @@ def test_html_icons_and_comments_stay_out_of_the_text() -> None:
 
 
 # -- PDFs --------------------------------------------------------------------------------------------
-
-
-def build_pdf(*objects: bytes) -> bytes:
-    """A PDF from object bodies (1 is the catalog) with a correct cross-reference table."""
-    out, offsets = b"%PDF-1.4\n", []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    return out + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
 
 
 PAGE = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>"

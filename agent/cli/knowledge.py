@@ -25,6 +25,9 @@ def ingest(
     prune: Annotated[bool, typer.Option(help="Remove documents under PATHS whose files are gone.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     progress: Annotated[bool | None, typer.Option(help="Show a progress bar (default: on a terminal).")] = None,
+    take_over: Annotated[
+        bool, typer.Option("--take-over", help="Ingest into a user's collection: it becomes the operator's, shared.")
+    ] = False,
 ) -> None:
     """Ingest documents into a collection; unchanged files are skipped, changed ones replaced."""
 
@@ -35,7 +38,11 @@ def ingest(
         if all(not p.expanduser().exists() for p in paths):
             err.print(f"error: none of these paths exist: {', '.join(map(str, paths))}", style="red")
             raise typer.Exit(2)
+        from agent.records.access import claim_for_operator
+
         with open_knowledge_base(settings) as kb:
+            if note := claim_for_operator(kb, collection or settings.collection, take_over=take_over):
+                err.print(note, highlight=False, soft_wrap=True)
             report = kb.ingest(paths, collection or settings.collection, prune=prune, progress=progress)
         if as_json:
             print(json.dumps(report.to_dict(), indent=2))
@@ -218,7 +225,10 @@ def demo(
         if not DEMO_DOCS.is_dir():
             err.print(f"error: the demo documents are missing ({DEMO_DOCS})", style="red")
             raise typer.Exit(1)
+        from agent.records.access import claim_for_operator
+
         with open_knowledge_base(load_settings()) as kb:
+            claim_for_operator(kb, DEMO_COLLECTION, take_over=False)  # never silently into a user's collection
             with kb.db.connection() as conn:
                 # The demo collection mirrors this checkout's docs/ only; another checkout's copy goes.
                 delete_documents_outside(conn, DEMO_COLLECTION, str(DEMO_DOCS))

@@ -6,14 +6,17 @@ Refusals name nothing the user may not know: another user's thread reads as no t
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import psycopg
 
 from agent.records.users import User, get_user
 from knowledge.embeddings import Embedder
 from knowledge.errors import LadderError
-from knowledge.store import ensure_collection, get_collection
+from knowledge.store import check_collection_name, check_model, ensure_collection, get_collection
+
+if TYPE_CHECKING:
+    from knowledge.base import KnowledgeBase
 
 Visibility = Literal["private", "shared"]
 
@@ -82,25 +85,55 @@ def prepare_write(conn: psycopg.Connection, collection: str, user: User | None, 
     """Let ``user`` ingest into ``collection``: their own, or a new one made theirs and private.
 
     The operator's collections (owner NULL) and other users' are written from the CLI or by their owner only.
+    A user owns only a collection they create: one that the operator's ingest has just created, still
+    empty, is not theirs to take (its documents would land in a private collection).
     """
     if user is None:
         return
     found = get_collection(conn, collection)
     if found is None:
-        ensure_collection(conn, collection, embedder.model_name, embedder.dimension)
+        check_collection_name(collection)
         with conn.transaction():
             conn.execute(
-                "UPDATE collections SET owner_id = %s, visibility = 'private'"
-                " WHERE name = %s AND owner_id IS NULL AND NOT EXISTS"
-                " (SELECT 1 FROM documents d WHERE d.collection_id = collections.id)",
-                (user.id, collection),
+                "INSERT INTO collections (name, embedding_model, dimension, owner_id, visibility)"
+                " VALUES (%s, %s, %s, %s, 'private') ON CONFLICT (name) DO NOTHING",
+                (collection, embedder.model_name, embedder.dimension, user.id),
             )
+    else:
+        check_model(found, embedder.model_name, embedder.dimension)
     row = conn.execute("SELECT owner_id, visibility FROM collections WHERE name = %s", (collection,)).fetchone()
     if row is None or row[0] != user.id:
         hidden = row is not None and row[1] == "private"
         raise AccessError(
             f"no collection {collection!r}" if hidden else f"collection {collection!r} is read-only for you"
         )
+
+
+def claim_for_operator(kb: KnowledgeBase, collection: str, *, take_over: bool = False) -> str | None:
+    """Let the operator (``ladder ingest``) write to ``collection``, made now (the operator's, shared) if new.
+
+    A collection a user owns is refused with the owner's name: the operator's documents would be
+    seen by that user only. ``take_over`` makes it the operator's and shared instead (its owner may
+    then read it but no longer write to it); the sentence saying so is returned, else None.
+    """
+    with kb.db.connection() as conn:
+        ensure_collection(conn, collection, kb.embedder.model_name, kb.embedder.dimension)
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT c.visibility, u.name FROM collections c JOIN users u ON u.id = c.owner_id"
+                " WHERE c.name = %s FOR UPDATE OF c",
+                (collection,),
+            ).fetchone()
+            if row is None:
+                return None  # the operator's already
+            visibility, owner = row
+            if not take_over:
+                raise AccessError(
+                    f"collection {collection!r} belongs to user {owner!r} ({visibility}); ingest into another"
+                    " collection, or pass --take-over to make it the operator's and shared"
+                )
+            conn.execute("UPDATE collections SET owner_id = NULL, visibility = 'shared' WHERE name = %s", (collection,))
+    return f"took over collection {collection!r} from user {owner!r}: it is now the operator's, and shared"
 
 
 def set_visibility(conn: psycopg.Connection, collection: str, visibility: Visibility, owner: str | None = None) -> None:
