@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from agent.cli.common import err, load_settings, out, run
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from agent.core.config import Settings
+    from tools.sql.database import DataSource, QueryResult
+    from tools.sql.writer import SQLAnswer
 
 
 def db_add(
@@ -78,6 +85,62 @@ def db_remove(name: Annotated[str, typer.Argument()]) -> None:
     run(body)
 
 
+def _nearest_examples(
+    conn: psycopg.Connection, settings: Settings, db: str, text: str, k: int
+) -> list[tuple[str, str]]:
+    """The ``k`` stored examples of ``db`` nearest the question, as (question, SQL); none when it has none."""
+    from tools.sql.examples import count_examples, similar_examples
+
+    if not count_examples(conn, db):
+        return []
+    from knowledge.embeddings import load_embedder
+
+    embedder = load_embedder(settings.embedding_config())
+    return [(e.question, e.sql) for e in similar_examples(conn, embedder, db, text, k=k)]
+
+
+def _write_and_run(
+    settings: Settings, source: DataSource, text: str, shots: list[tuple[str, str]], attempts: int
+) -> SQLAnswer:
+    """Have the chat model write SQL for the question and run it, correcting its errors up to ``attempts`` times."""
+    from agent.models.calls import ModelCaller
+    from agent.models.endpoint import open_chat_endpoint
+    from tools.sql.writer import query_database
+
+    with open_chat_endpoint(settings) as endpoint:
+        caller = ModelCaller(
+            endpoint.client,
+            endpoint.model,
+            max_calls=attempts,
+            json_mode=endpoint.json_mode,  # type: ignore[arg-type]
+        )
+        return query_database(caller, source, text, examples=shots, max_attempts=attempts)
+
+
+def _print_result(result: QueryResult) -> None:
+    """The rows as a table, then the SQL that produced them."""
+    table = Table()
+    for column in result.columns:
+        table.add_column(column)
+    for row in result.rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    out.print(table)
+    cut = ": the result reached the size limit" if result.truncated_by == "bytes" else ""
+    note = f"  (only the first {len(result.rows)} rows{cut})" if result.truncated else ""
+    out.print(f"SQL: {result.sql}{note}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _show_answer(payload: dict[str, Any], result: QueryResult | None, error: str | None, as_json: bool) -> None:
+    """Print the answer (JSON or a table); exit 1 on an error."""
+    if as_json:
+        print(json.dumps(payload, ensure_ascii=False, default=str))
+    elif result is not None:
+        _print_result(result)
+    if error:
+        err.print(f"error: {error}", style="red", highlight=False, markup=False)
+        raise typer.Exit(1)
+
+
 def sql_command(
     text: Annotated[str, typer.Argument(help="A question in words, or SQL with --raw.")],
     db: Annotated[str, typer.Option("--db", help="A registered data source.")],
@@ -94,9 +157,7 @@ def sql_command(
 
     def body() -> None:
         from knowledge.db import Database
-        from tools.sql.examples import count_examples, similar_examples
         from tools.sql.sources import get_source
-        from tools.sql.writer import query_database
 
         settings = load_settings()
         shots: list[tuple[str, str]] = []
@@ -107,11 +168,8 @@ def sql_command(
                     conn, db, settings.data_sources, timeout_ms=settings.sql_timeout_ms, row_cap=settings.sql_row_cap
                 )
                 use_examples = settings.use_fewshot if fewshot is None else fewshot
-                if use_examples and not (raw or tables) and count_examples(conn, db):
-                    from knowledge.embeddings import load_embedder
-
-                    embedder = load_embedder(settings.embedding_config())
-                    shots = [(e.question, e.sql) for e in similar_examples(conn, embedder, db, text, k=examples)]
+                if use_examples and not (raw or tables):
+                    shots = _nearest_examples(conn, settings, db, text, examples)
             if tables:
                 names = source.list_tables()
                 print(json.dumps(names) if as_json else "\n".join(names))
@@ -120,33 +178,9 @@ def sql_command(
                 result, error = source.run_sql(text), None
                 payload: dict[str, Any] = result.to_dict()
             else:
-                from agent.models.calls import ModelCaller
-                from agent.models.endpoint import open_chat_endpoint
-
-                with open_chat_endpoint(settings) as endpoint:
-                    caller = ModelCaller(
-                        endpoint.client,
-                        endpoint.model,
-                        max_calls=attempts,
-                        json_mode=endpoint.json_mode,  # type: ignore[arg-type]
-                    )
-                    answer = query_database(caller, source, text, examples=shots, max_attempts=attempts)
+                answer = _write_and_run(settings, source, text, shots, attempts)
                 result, error, payload = answer.result, answer.error, {**answer.to_dict(), "examples": len(shots)}
-        if as_json:
-            print(json.dumps(payload, ensure_ascii=False, default=str))
-        elif result is not None:
-            table = Table()
-            for column in result.columns:
-                table.add_column(column)
-            for row in result.rows:
-                table.add_row(*("" if v is None else str(v) for v in row))
-            out.print(table)
-            cut = ": the result reached the size limit" if result.truncated_by == "bytes" else ""
-            note = f"  (only the first {len(result.rows)} rows{cut})" if result.truncated else ""
-            out.print(f"SQL: {result.sql}{note}", highlight=False, markup=False, soft_wrap=True)
-        if error:
-            err.print(f"error: {error}", style="red", highlight=False, markup=False)
-            raise typer.Exit(1)
+        _show_answer(payload, result, error, as_json)
 
     run(body)
 

@@ -63,6 +63,58 @@ def eval_run(
     run(body)
 
 
+def _metric_cell(rung: dict[str, Any], name: str) -> str:
+    """One rung's mean of a metric with its change from the rung below; empty where the rung lacks it."""
+    if name not in rung["metrics"]:
+        return ""
+    delta = rung["delta"].get(name)
+    return f"{rung['metrics'][name][0]:.2f}" + (f" ({delta:+.2f})" if delta else "")
+
+
+def _ladder_table(run_id: int, found: dict[str, Any], summary: list[dict[str, Any]], metrics: list[str]) -> Table:
+    """The run's metrics and costs per rung."""
+    # Metrics down, rungs across: eight rungs fit a terminal, a dozen metrics do not.
+    table = Table("metric", *(s["rung"] for s in summary), title=f"run {run_id}: {found['dataset']}")
+    for name in metrics:
+        table.add_row(name, *(_metric_cell(s, name) for s in summary))
+    table.add_row("tokens/answer", *(f"{s['tokens']:.0f}" for s in summary))
+    table.add_row("cost/answer $", *(f"{s['cost_usd']:.4f}" for s in summary))
+    table.add_row("s/answer", *(f"{s['seconds']:.1f}" for s in summary))
+    table.add_row("errors", *(str(s["errors"]) for s in summary))
+    return table
+
+
+def _write_ladder_chart(
+    found: dict[str, Any], summary: list[dict[str, Any]], chosen: str | None, chart: Path | None, html_file: Path | None
+) -> Path | None:
+    """Draw the chosen metric per rung when a chart or an HTML report is asked for; returns the chart's path."""
+    if not (chosen and (chart or html_file)):
+        return chart
+    from evals.ladder.report import write_chart
+
+    chart_path = chart or html_file.with_suffix(".png")  # type: ignore[union-attr]
+    title = f"{found['dataset']}: {chosen} per rung ({found['model']}, n={found['n_examples']})"
+    write_chart(summary, chosen, chart_path, title=title)
+    out.print(f"chart: {chart_path}", highlight=False, markup=False)
+    return chart_path
+
+
+def _print_rung_diff(found: dict[str, Any], rows: list[dict[str, Any]], rung: str, chosen: str | None) -> None:
+    """The examples whose score on the chosen metric changed from the rung below ``rung``."""
+    from evals.ladder.report import diff as example_diff
+
+    names = list(found["rungs"])
+    if rung not in names or names.index(rung) == 0 or not chosen:
+        raise typer.BadParameter("give a rung above the first, and a metric", param_hint="--diff")
+    below = names[names.index(rung) - 1]
+    for change in example_diff(rows, below, rung, chosen):
+        out.print(
+            f"{change['example_id']}: {change['before']:.2f} -> {change['after']:.2f}  {change['question'][:80]}",
+            highlight=False,
+            markup=False,
+        )
+
+
 def eval_report(
     run_id: Annotated[int, typer.Argument(help="The run (from `ladder eval run`).")],
     chart: Annotated[Path | None, typer.Option(help="Write the ladder chart (PNG) here.", callback=output_file)] = None,
@@ -76,8 +128,7 @@ def eval_report(
     """The ladder table: every metric per rung with a 95% bootstrap interval and the change from the rung below."""
 
     def body() -> None:
-        from evals.ladder.report import diff as example_diff
-        from evals.ladder.report import headline, load_results, summarize, write_chart, write_html
+        from evals.ladder.report import headline, load_results, summarize, write_html
         from knowledge.db import Database
 
         with Database(load_settings().database_config()) as db, db.connection() as conn:
@@ -87,48 +138,18 @@ def eval_report(
             print(json.dumps({"run": found, "summary": summary}, default=str))
             return
         metrics = sorted({m for s in summary for m in s["metrics"]})
-        # Metrics down, rungs across: eight rungs fit a terminal, a dozen metrics do not.
-        table = Table("metric", *(s["rung"] for s in summary), title=f"run {run_id}: {found['dataset']}")
-        for name in metrics:
-            cells = []
-            for s in summary:
-                if name not in s["metrics"]:
-                    cells.append("")
-                    continue
-                delta = s["delta"].get(name)
-                cells.append(f"{s['metrics'][name][0]:.2f}" + (f" ({delta:+.2f})" if delta else ""))
-            table.add_row(name, *cells)
-        table.add_row("tokens/answer", *(f"{s['tokens']:.0f}" for s in summary))
-        table.add_row("cost/answer $", *(f"{s['cost_usd']:.4f}" for s in summary))
-        table.add_row("s/answer", *(f"{s['seconds']:.1f}" for s in summary))
-        table.add_row("errors", *(str(s["errors"]) for s in summary))
-        out.print(table)
+        out.print(_ladder_table(run_id, found, summary, metrics))
         out.print(
             f"mean (change from the rung below) over n={found['n_examples']}; intervals: --json or --html",
             highlight=False,
         )
         chosen = metric or headline(summary)
-        chart_path = chart
-        if chosen and (chart or html_file):
-            chart_path = chart or html_file.with_suffix(".png")  # type: ignore[union-attr]
-            title = f"{found['dataset']}: {chosen} per rung ({found['model']}, n={found['n_examples']})"
-            write_chart(summary, chosen, chart_path, title=title)
-            out.print(f"chart: {chart_path}", highlight=False, markup=False)
+        chart_path = _write_ladder_chart(found, summary, chosen, chart, html_file)
         if html_file:
             write_html(found, summary, metrics, chart_path, html_file)
             out.print(f"html: {html_file}", highlight=False, markup=False)
         if diff:
-            names = list(found["rungs"])
-            if diff not in names or names.index(diff) == 0 or not chosen:
-                raise typer.BadParameter("give a rung above the first, and a metric", param_hint="--diff")
-            below = names[names.index(diff) - 1]
-            for change in example_diff(rows, below, diff, chosen):
-                out.print(
-                    f"{change['example_id']}: {change['before']:.2f} -> {change['after']:.2f}"
-                    f"  {change['question'][:80]}",
-                    highlight=False,
-                    markup=False,
-                )
+            _print_rung_diff(found, rows, diff, chosen)
 
     run(body)
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from agent.cli.common import err, load_settings, out, output_file, run
+
+if TYPE_CHECKING:
+    from agent.core.config import Settings
 
 logs_app = typer.Typer(help="The turn log: every question, answer, step and feedback.")
 export_app = typer.Typer(help="Turn the log into data: eval sets and fine-tuning files.", no_args_is_help=True)
@@ -145,6 +148,35 @@ def export_evalset(
     run(body)
 
 
+def _logged_examples(
+    settings: Settings, teacher: str | None, min_feedback: str, system: bool, personal: bool
+) -> tuple[list[dict[str, Any]], int]:
+    """Fine-tuning examples from the logged turns, re-answered by ``teacher`` if given; and how many it dropped."""
+    if teacher:
+        from agent.core.assemble import open_agent
+        from evals.finetune.exports import distilled_examples
+
+        with open_agent(settings, model=teacher) as agent, agent.kb.db.connection() as conn:
+            return distilled_examples(agent, conn, system=system, personal=personal)
+    from evals.finetune.exports import finetune_examples
+    from knowledge.db import Database
+
+    with Database(settings.database_config()) as db, db.connection() as conn:
+        return finetune_examples(conn, min_feedback=min_feedback, system=system, personal=personal), 0  # type: ignore[arg-type]
+
+
+def _write_split(out_file: Path, train: list[dict[str, Any]], validation: list[dict[str, Any]]) -> Path | None:
+    """Write the training file, and the validation file beside it when any example is held out; returns the latter."""
+    from evals.finetune.data import write_jsonl
+
+    validation_file = out_file.with_name(out_file.stem + ".validation.jsonl")
+    write_jsonl(out_file, train)
+    if not validation:
+        return None
+    write_jsonl(validation_file, validation)
+    return validation_file
+
+
 @export_app.command("finetune")
 def export_finetune(
     out_file: Annotated[
@@ -167,36 +199,17 @@ def export_finetune(
         raise typer.BadParameter("use up or any", param_hint="--min-feedback")
 
     def body() -> None:
-        from evals.finetune.data import dedupe, default_epochs, split_train_validation, validate_examples, write_jsonl
-        from evals.finetune.exports import distilled_examples, finetune_examples
-        from knowledge.db import Database
+        from evals.finetune.data import dedupe, default_epochs, split_train_validation, validate_examples
 
-        settings = load_settings()
-        dropped = 0
-        if teacher:
-            from agent.core.assemble import open_agent
-
-            with open_agent(settings, model=teacher) as agent, agent.kb.db.connection() as conn:
-                examples, dropped = distilled_examples(agent, conn, system=system, personal=redact_personal)
-        else:
-            with Database(settings.database_config()) as db, db.connection() as conn:
-                examples = finetune_examples(
-                    conn,
-                    min_feedback=min_feedback,
-                    system=system,
-                    personal=redact_personal,  # type: ignore[arg-type]
-                )
+        examples, dropped = _logged_examples(load_settings(), teacher, min_feedback, system, redact_personal)
         unique, duplicates = dedupe(examples)
         kept, report = validate_examples(enumerate(unique, start=1), max_tokens=max_tokens)
         train, validation = split_train_validation(kept, val_fraction, seed)
-        validation_file = out_file.with_name(out_file.stem + ".validation.jsonl")
-        write_jsonl(out_file, train)
-        if validation:
-            write_jsonl(validation_file, validation)
+        validation_file = _write_split(out_file, train, validation)
         n_epochs = epochs or default_epochs(len(kept))
         summary = {
             "train_file": str(out_file),
-            "validation_file": str(validation_file) if validation else None,
+            "validation_file": str(validation_file) if validation_file else None,
             "train": len(train),
             "validation": len(validation),
             "duplicates_removed": duplicates,

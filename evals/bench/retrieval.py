@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 from rich.console import Console
 from rich.table import Table
 
@@ -30,11 +31,12 @@ from knowledge.base import KnowledgeBase
 from knowledge.chunking import chunk_document
 from knowledge.ingest import embedding_text
 from knowledge.loaders import LoadedDocument, load_jsonl
-from knowledge.search import SearchRequest
+from knowledge.search import Searcher, SearchRequest
 from knowledge.store import Collection, drop_collection, ensure_collection, get_collection
 
 console = Console()
 CHUNK_DEPTH = 50  # chunks fetched per query before collapsing to documents
+LOADERS = {"cisi": load_cisi, "pubmedqa": load_pubmedqa}
 
 
 @dataclass
@@ -170,6 +172,111 @@ def _synthetic_texts(sentences: list[str], n: int, seed: int = 5) -> list[str]:
     return [" ".join(sentences[j] for j in row[:length]) for row, length in zip(picks, lengths, strict=True)]
 
 
+def _write_synthetic_chunks(
+    conn: psycopg.Connection, name: str, vectors: np.ndarray, texts: list[str]
+) -> tuple[Collection, int]:
+    """A fresh collection holding one document of the given chunks; returns it and its first chunk id."""
+    dim = vectors.shape[1]
+    drop_collection(conn, name)
+    collection = ensure_collection(conn, name, f"synthetic-{dim}", dim)
+    document_id = conn.execute(
+        "INSERT INTO documents (collection_id, doc_id, source, content_hash, chunking, n_chunks)"
+        " VALUES (%s, 'synthetic', 'synthetic', '', '', %s) RETURNING id",
+        (collection.id, len(vectors)),
+    ).fetchone()[0]  # type: ignore[index]
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY chunks (document_id, collection_id, ordinal, text, n_tokens, embedding)"
+            " FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy,
+    ):
+        copy.set_types(["int8", "int4", "int4", "text", "int4", "vector"])
+        for i, (vector, text) in enumerate(zip(vectors, texts, strict=True)):
+            copy.write_row((document_id, collection.id, i, text, len(text.split()), vector))
+    conn.commit()
+    first_id = conn.execute("SELECT min(id) FROM chunks WHERE collection_id = %s", (collection.id,)).fetchone()[0]  # type: ignore[index]
+    return collection, first_id
+
+
+def _build_hnsw_index(conn: psycopg.Connection, settings: Settings, collection: Collection, dim: int) -> float:
+    """Build the collection's HNSW index with Ladder's parameters and analyse the table; returns the build seconds."""
+    conn.execute(f"SET maintenance_work_mem = '{settings.maintenance_work_mem}'")
+    start = time.perf_counter()
+    conn.execute(
+        f'CREATE INDEX "{collection.hnsw_index}" ON chunks USING hnsw ((embedding::vector({dim}))'
+        f" vector_cosine_ops) WITH (m = {store.HNSW_M}, ef_construction = {store.HNSW_EF_CONSTRUCTION})"
+        f" WHERE collection_id = {collection.id}"
+    )
+    conn.commit()
+    build_seconds = time.perf_counter() - start
+    conn.execute("RESET maintenance_work_mem")
+    conn.execute("ANALYZE chunks")
+    conn.commit()
+    return build_seconds
+
+
+@dataclass
+class _DenseRuns:
+    """Per-query recall@10 and latency of the HNSW search and of the exact scan."""
+
+    recalls: list[float] = field(default_factory=list)
+    exact_recalls: list[float] = field(default_factory=list)
+    hnsw_ms: list[float] = field(default_factory=list)
+    exact_ms: list[float] = field(default_factory=list)
+
+
+def _time_dense(
+    conn: psycopg.Connection, searcher: Searcher, collection: Collection, queries: np.ndarray, truths: np.ndarray
+) -> _DenseRuns:
+    """Run every query through the index and through the exact scan, timing each and scoring it against the truth."""
+    runs = _DenseRuns()
+    for query, truth in zip(queries, truths, strict=True):
+        # dense() sets its planner options with SET LOCAL: commit after each so none leak.
+        start = time.perf_counter()
+        approx = searcher.dense(conn, collection, query, 10)
+        runs.hnsw_ms.append((time.perf_counter() - start) * 1000)
+        conn.commit()
+        start = time.perf_counter()
+        exact = searcher.dense(conn, collection, query, 10, exact=True)
+        runs.exact_ms.append((time.perf_counter() - start) * 1000)
+        conn.commit()
+        runs.recalls.append(len({cid for cid, _ in approx} & set(truth.tolist())) / 10)
+        runs.exact_recalls.append(len({cid for cid, _ in exact} & set(truth.tolist())) / 10)
+    return runs
+
+
+def _time_keyword(
+    conn: psycopg.Connection, searcher: Searcher, collection: Collection, texts: list[str]
+) -> list[float]:
+    """Milliseconds of one keyword search per query text."""
+    keyword_ms: list[float] = []
+    for text in texts:
+        start = time.perf_counter()
+        searcher.keyword(conn, collection, text, 50)
+        keyword_ms.append((time.perf_counter() - start) * 1000)
+        conn.commit()
+    return keyword_ms
+
+
+def _query_plans(conn: psycopg.Connection, collection: Collection, dim: int, query: np.ndarray) -> tuple[str, str]:
+    """The planner's plan for a nearest-neighbour query, with index scans allowed and then forbidden."""
+    explain = (
+        f"EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM chunks WHERE collection_id = {collection.id}"
+        f" ORDER BY embedding::vector({dim}) <=> %s::vector({dim}) LIMIT 10"
+    )
+    plan = "\n".join(row[0] for row in conn.execute(explain, (query,)))
+    conn.execute("SET LOCAL enable_indexscan = off")
+    exact_plan = "\n".join(row[0] for row in conn.execute(explain, (query,)))
+    conn.commit()
+    return plan, exact_plan
+
+
+def _pct(values: list[float], q: float) -> float:
+    """The ``q``-th percentile of ``values``."""
+    return float(np.percentile(values, q))
+
+
 def bench_hnsw(
     kb: KnowledgeBase,
     settings: Settings,
@@ -190,87 +297,29 @@ def bench_hnsw(
     texts = _synthetic_texts(sentences or [], n)
     dim = vectors.shape[1]
     with kb.db.connection() as conn:
-        drop_collection(conn, name)
-        collection = ensure_collection(conn, name, f"synthetic-{dim}", dim)
-        document_id = conn.execute(
-            "INSERT INTO documents (collection_id, doc_id, source, content_hash, chunking, n_chunks)"
-            " VALUES (%s, 'synthetic', 'synthetic', '', '', %s) RETURNING id",
-            (collection.id, n),
-        ).fetchone()[0]  # type: ignore[index]
-        with (
-            conn.cursor() as cur,
-            cur.copy(
-                "COPY chunks (document_id, collection_id, ordinal, text, n_tokens, embedding)"
-                " FROM STDIN WITH (FORMAT BINARY)"
-            ) as copy,
-        ):
-            copy.set_types(["int8", "int4", "int4", "text", "int4", "vector"])
-            for i, (vector, text) in enumerate(zip(vectors, texts, strict=True)):
-                copy.write_row((document_id, collection.id, i, text, len(text.split()), vector))
-        conn.commit()
-        first_id = conn.execute("SELECT min(id) FROM chunks WHERE collection_id = %s", (collection.id,)).fetchone()[0]  # type: ignore[index]
-        conn.execute(f"SET maintenance_work_mem = '{settings.maintenance_work_mem}'")
-        start = time.perf_counter()
-        conn.execute(
-            f'CREATE INDEX "{collection.hnsw_index}" ON chunks USING hnsw ((embedding::vector({dim}))'
-            f" vector_cosine_ops) WITH (m = {store.HNSW_M}, ef_construction = {store.HNSW_EF_CONSTRUCTION})"
-            f" WHERE collection_id = {collection.id}"
-        )
-        conn.commit()
-        build_seconds = time.perf_counter() - start
-        conn.execute("RESET maintenance_work_mem")
-        conn.execute("ANALYZE chunks")
-        conn.commit()
-
+        collection, first_id = _write_synthetic_chunks(conn, name, vectors, texts)
+        build_seconds = _build_hnsw_index(conn, settings, collection, dim)
         exact_truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10] + first_id
-        searcher = kb.searcher
-        recalls, exact_recalls, hnsw_ms, exact_ms = [], [], [], []
-        for query, truth in zip(queries, exact_truth, strict=True):
-            # dense() sets its planner options with SET LOCAL: commit after each so none leak.
-            start = time.perf_counter()
-            approx = searcher.dense(conn, collection, query, 10)
-            hnsw_ms.append((time.perf_counter() - start) * 1000)
-            conn.commit()
-            start = time.perf_counter()
-            exact = searcher.dense(conn, collection, query, 10, exact=True)
-            exact_ms.append((time.perf_counter() - start) * 1000)
-            conn.commit()
-            recalls.append(len({cid for cid, _ in approx} & set(truth.tolist())) / 10)
-            exact_recalls.append(len({cid for cid, _ in exact} & set(truth.tolist())) / 10)
-        keyword_ms: list[float] = []
-        for text in query_texts or []:
-            start = time.perf_counter()
-            searcher.keyword(conn, collection, text, 50)
-            keyword_ms.append((time.perf_counter() - start) * 1000)
-            conn.commit()
-        explain = (
-            f"EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM chunks WHERE collection_id = {collection.id}"
-            f" ORDER BY embedding::vector({dim}) <=> %s::vector({dim}) LIMIT 10"
-        )
-        plan = "\n".join(row[0] for row in conn.execute(explain, (queries[0],)))
-        conn.execute("SET LOCAL enable_indexscan = off")
-        exact_plan = "\n".join(row[0] for row in conn.execute(explain, (queries[0],)))
-        conn.commit()
+        dense = _time_dense(conn, kb.searcher, collection, queries, exact_truth)
+        keyword_ms = _time_keyword(conn, kb.searcher, collection, query_texts or [])
+        plan, exact_plan = _query_plans(conn, collection, dim, queries[0])
         drop_collection(conn, name)
-
-    def pct(values: list[float], q: float) -> float:
-        return float(np.percentile(values, q))
-
+    hnsw_ms, exact_ms = dense.hnsw_ms, dense.exact_ms
     return {
         "vectors": n,
         "queries": len(queries),
         "ef_search": settings.hnsw_ef_search,
         "build_seconds": build_seconds,
-        "recall@10": float(np.mean(recalls)),
-        "exact_scan_recall@10": float(np.mean(exact_recalls)),
-        "hnsw_p50_ms": pct(hnsw_ms, 50),
-        "hnsw_p95_ms": pct(hnsw_ms, 95),
-        "exact_p50_ms": pct(exact_ms, 50),
-        "exact_p95_ms": pct(exact_ms, 95),
-        "speedup_p50": pct(exact_ms, 50) / pct(hnsw_ms, 50),
-        "speedup_p95": pct(exact_ms, 95) / pct(hnsw_ms, 95),
-        "keyword_p50_ms": pct(keyword_ms, 50) if keyword_ms else None,
-        "keyword_p95_ms": pct(keyword_ms, 95) if keyword_ms else None,
+        "recall@10": float(np.mean(dense.recalls)),
+        "exact_scan_recall@10": float(np.mean(dense.exact_recalls)),
+        "hnsw_p50_ms": _pct(hnsw_ms, 50),
+        "hnsw_p95_ms": _pct(hnsw_ms, 95),
+        "exact_p50_ms": _pct(exact_ms, 50),
+        "exact_p95_ms": _pct(exact_ms, 95),
+        "speedup_p50": _pct(exact_ms, 50) / _pct(hnsw_ms, 50),
+        "speedup_p95": _pct(exact_ms, 95) / _pct(hnsw_ms, 95),
+        "keyword_p50_ms": _pct(keyword_ms, 50) if keyword_ms else None,
+        "keyword_p95_ms": _pct(keyword_ms, 95) if keyword_ms else None,
         "uses_index": collection.hnsw_index in plan,
         "exact_uses_index": collection.hnsw_index in exact_plan,
         "hnsw_plan": plan,
@@ -306,6 +355,78 @@ def _print_scores(result: DatasetResult) -> None:
     )
 
 
+def _first_queries(dataset: RetrievalDataset, count: int) -> None:
+    """Keep only the dataset's first ``count`` queries and their judgements (the quick run)."""
+    keep = list(dataset.queries)[:count]
+    dataset.queries = {q: dataset.queries[q] for q in keep}
+    dataset.qrels = {q: dataset.qrels[q] for q in keep}
+
+
+def _dataset_figures(result: DatasetResult) -> dict[str, Any]:
+    """One dataset's figures as the benchmark writes them."""
+    return {
+        "queries": result.queries,
+        "scores": result.scores,
+        "ingest": result.ingest,
+        "latency_ms": result.latency_ms,
+    }
+
+
+def _benchmark_embeddings(kb: KnowledgeBase) -> np.ndarray:
+    """Every embedding the dataset runs stored: the real vectors the synthetic ones are mixed from."""
+    with kb.db.connection() as conn:
+        return np.stack(
+            [
+                np.asarray(r[0].to_numpy(), dtype=np.float32)
+                for r in conn.execute(
+                    "SELECT c.embedding FROM chunks c JOIN collections k ON k.id = c.collection_id"
+                    " WHERE k.name LIKE 'bench-%%' AND k.name <> 'bench-hnsw'"
+                )
+            ]
+        )
+
+
+def _sample_questions() -> list[str]:
+    """Up to 200 of the datasets' questions, drawn with a fixed seed."""
+    questions = [q for load in LOADERS.values() for q in load().queries.values()]
+    rng = np.random.default_rng(11)
+    return [questions[i] for i in rng.choice(len(questions), size=min(200, len(questions)), replace=False)]
+
+
+def _real_sentences() -> list[str]:
+    """The datasets' documents split into sentences of four words or more."""
+    return [
+        sentence
+        for load in LOADERS.values()
+        for doc in load().documents
+        for sentence in re.split(r"(?<=[.!?])\s+", doc["text"])
+        if len(sentence.split()) >= 4
+    ]
+
+
+def _print_hnsw(hnsw: dict[str, Any]) -> None:
+    """Print the HNSW figures beside the exact scan's."""
+    console.print(
+        f"HNSW on {hnsw['vectors']} vectors (ef_search {hnsw['ef_search']}, built in"
+        f" {hnsw['build_seconds']:.1f} s): recall@10 {hnsw['recall@10']:.4f} vs exact;"
+        f" p50 {hnsw['hnsw_p50_ms']:.2f} ms vs exact scan {hnsw['exact_p50_ms']:.2f} ms"
+        f" ({hnsw['speedup_p50']:.1f}x), p95 {hnsw['hnsw_p95_ms']:.2f} ms vs {hnsw['exact_p95_ms']:.2f} ms"
+        f" ({hnsw['speedup_p95']:.1f}x); index used: {hnsw['uses_index']}"
+    )
+    console.print(
+        f"keyword (BM25) on the same {hnsw['vectors']} chunks of real sentences:"
+        f" p50 {hnsw['keyword_p50_ms']:.1f} ms, p95 {hnsw['keyword_p95_ms']:.1f} ms"
+    )
+
+
+def _run_hnsw(kb: KnowledgeBase, settings: Settings, n: int) -> dict[str, Any]:
+    """The HNSW benchmark on ``n`` chunks mixed from the datasets' stored embeddings and sentences."""
+    base = _benchmark_embeddings(kb)
+    picked = _sample_questions()
+    sentences = _real_sentences()
+    return bench_hnsw(kb, settings, base, kb.embedder.embed(picked), n, sentences=sentences, query_texts=picked)
+
+
 def run_retrieval_benchmark(
     settings: Settings,
     *,
@@ -317,60 +438,18 @@ def run_retrieval_benchmark(
 ) -> dict[str, Any]:
     """Run the whole benchmark, print its tables, and return (and optionally write) the figures."""
     warnings.filterwarnings("ignore", module="ranx")
-    loaders = {"cisi": load_cisi, "pubmedqa": load_pubmedqa}
     figures: dict[str, Any] = {"settings": settings.search_config().__dict__}
-    results: list[DatasetResult] = []
     with open_knowledge_base(settings) as kb, tempfile.TemporaryDirectory() as tmp:
         for name in datasets:
-            dataset = loaders[name]()
+            dataset = LOADERS[name]()
             if quick:
-                keep = list(dataset.queries)[:20]
-                dataset.queries = {q: dataset.queries[q] for q in keep}
-                dataset.qrels = {q: dataset.qrels[q] for q in keep}
+                _first_queries(dataset, 20)
             result = bench_dataset(kb, dataset, Path(tmp))
             _print_scores(result)
-            results.append(result)
-            figures[name] = {
-                "queries": result.queries,
-                "scores": result.scores,
-                "ingest": result.ingest,
-                "latency_ms": result.latency_ms,
-            }
+            figures[name] = _dataset_figures(result)
         if not skip_hnsw:
-            with kb.db.connection() as conn:
-                base = np.stack(
-                    [
-                        np.asarray(r[0].to_numpy(), dtype=np.float32)
-                        for r in conn.execute(
-                            "SELECT c.embedding FROM chunks c JOIN collections k ON k.id = c.collection_id"
-                            " WHERE k.name LIKE 'bench-%%' AND k.name <> 'bench-hnsw'"
-                        )
-                    ]
-                )
-            questions = [q for load in loaders.values() for q in load().queries.values()]
-            rng = np.random.default_rng(11)
-            picked = [questions[i] for i in rng.choice(len(questions), size=min(200, len(questions)), replace=False)]
-            n = 5_000 if quick else hnsw_vectors
-            sentences = [
-                sentence
-                for load in loaders.values()
-                for doc in load().documents
-                for sentence in re.split(r"(?<=[.!?])\s+", doc["text"])
-                if len(sentence.split()) >= 4
-            ]
-            hnsw = bench_hnsw(kb, settings, base, kb.embedder.embed(picked), n, sentences=sentences, query_texts=picked)
-            figures["hnsw"] = hnsw
-            console.print(
-                f"HNSW on {hnsw['vectors']} vectors (ef_search {hnsw['ef_search']}, built in"
-                f" {hnsw['build_seconds']:.1f} s): recall@10 {hnsw['recall@10']:.4f} vs exact;"
-                f" p50 {hnsw['hnsw_p50_ms']:.2f} ms vs exact scan {hnsw['exact_p50_ms']:.2f} ms"
-                f" ({hnsw['speedup_p50']:.1f}x), p95 {hnsw['hnsw_p95_ms']:.2f} ms vs {hnsw['exact_p95_ms']:.2f} ms"
-                f" ({hnsw['speedup_p95']:.1f}x); index used: {hnsw['uses_index']}"
-            )
-            console.print(
-                f"keyword (BM25) on the same {hnsw['vectors']} chunks of real sentences:"
-                f" p50 {hnsw['keyword_p50_ms']:.1f} ms, p95 {hnsw['keyword_p95_ms']:.1f} ms"
-            )
+            figures["hnsw"] = _run_hnsw(kb, settings, 5_000 if quick else hnsw_vectors)
+            _print_hnsw(figures["hnsw"])
     if out_file is not None:
         out_file.write_text(json.dumps(figures, indent=2, default=str))
     return figures

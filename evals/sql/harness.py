@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,72 @@ def _model_caller(settings: Settings, model: str | None) -> Iterator[Callable[[]
         yield lambda: ModelCaller(endpoint.client, endpoint.model, max_calls=3, json_mode=endpoint.json_mode)  # type: ignore[arg-type]
 
 
+def _select_questions(path: Path, categories: set[str] | None, limit: int | None) -> list[SQLQuestion]:
+    """The questions of ``path`` in the given categories (all without), spread over categories up to ``limit``."""
+    questions = read_questions(path)
+    if categories:
+        questions = [q for q in questions if q.category in categories]
+    return _spread(questions, limit)
+
+
+def _open_sources(db: Database, folder: Path, questions: list[SQLQuestion], reload: bool) -> dict[str, DataSource]:
+    """db_name -> a data source on that database, loaded from ``folder`` where it is not already."""
+    with db.connection() as conn:
+        urls = load_databases(conn, db.url, folder, {q.db_name for q in questions}, reload=reload)
+    return {name: open_source(name, url, row_cap=EVAL_ROW_CAP, timeout_ms=10_000) for name, url in urls.items()}
+
+
+def _few_shot_embedder(settings: Settings, db: Database, modes: tuple[str, ...], questions_file: Path) -> Any | None:
+    """The embedder that retrieves few-shot examples, with every question stored as one; None without that mode."""
+    if "few-shot" not in modes:
+        return None
+    from knowledge.embeddings import load_embedder
+
+    embedder = load_embedder(settings.embedding_config())
+    with db.connection() as conn:
+        _store_examples(conn, embedder, questions_file)
+    return embedder
+
+
+def _shots(db: Database, embedder: Any | None, question: SQLQuestion, mode: str, *, k: int) -> list[tuple[str, str]]:
+    """The ``k`` examples most like the question, other than itself, in few-shot mode; none otherwise."""
+    if mode != "few-shot" or embedder is None:
+        return []
+    with db.connection() as conn:
+        found = similar_examples(
+            conn, embedder, DB_PREFIX + question.db_name, question.question, k=k, exclude_question=question.question
+        )
+    return [(e.question, e.sql) for e in found]
+
+
+def _score_with_model(
+    report: Report,
+    settings: Settings,
+    model: str | None,
+    questions: list[SQLQuestion],
+    sources: dict[str, DataSource],
+    modes: tuple[str, ...],
+    shots: Callable[[SQLQuestion, str], list[tuple[str, str]]],
+    progress: Callable[[Outcome], None] | None,
+) -> None:
+    """Score the model's SQL on every question in every mode; stop when the endpoint keeps failing."""
+    schemas = {name: schema_text(source) for name, source in sources.items()}
+    failures = 0
+    with _model_caller(settings, model) as new_caller:
+        # Grouped by database so the model server's prompt cache keeps each schema warm.
+        for question in sorted(questions, key=lambda q: (q.db_name, q.id)):
+            source = sources[question.db_name]
+            for mode in modes:
+                examples = shots(question, mode)
+                outcome = _score(
+                    report, question, source, mode, new_caller(), examples, progress, schema=schemas[question.db_name]
+                )
+                failures = failures + 1 if outcome and outcome.endpoint_error else 0
+                if failures >= MAX_ENDPOINT_FAILURES:
+                    report.stopped = f"the model endpoint failed {failures} times in a row: {outcome.error}"
+                    return
+
+
 def run_sql_eval(
     settings: Settings,
     *,
@@ -193,54 +260,19 @@ def run_sql_eval(
 ) -> Report:
     """Score ``model`` (``"gold"``: the gold SQL itself) on the questions, per mode and category."""
     data = shared_data_dir() / "sql-eval"
-    questions = read_questions(questions_file or data / "questions_postgres.csv")
-    if categories:
-        questions = [q for q in questions if q.category in categories]
-    questions = _spread(questions, limit)
+    questions_path = questions_file or data / "questions_postgres.csv"
+    questions = _select_questions(questions_path, categories, limit)
     gold_only = model == "gold"
     report = Report(model="gold" if gold_only else (model or settings.chat_model or settings.local_model))
     with Database(settings.database_config()) as db:
-        with db.connection() as conn:
-            folder = databases_dir or data / "databases"
-            urls = load_databases(conn, db.url, folder, {q.db_name for q in questions}, reload=reload)
-        sources = {name: open_source(name, url, row_cap=EVAL_ROW_CAP, timeout_ms=10_000) for name, url in urls.items()}
+        sources = _open_sources(db, databases_dir or data / "databases", questions, reload)
         if gold_only:
             for question in questions:
                 _score(report, question, sources[question.db_name], "gold", None, [], progress)
             return report
-        embedder = None
-        if "few-shot" in modes:
-            from knowledge.embeddings import load_embedder
-
-            embedder = load_embedder(settings.embedding_config())
-            with db.connection() as conn:
-                _store_examples(conn, embedder, questions_file or data / "questions_postgres.csv")
-        schemas = {name: schema_text(source) for name, source in sources.items()}
-        failures = 0
-        with _model_caller(settings, model) as new_caller:
-            # Grouped by database so the model server's prompt cache keeps each schema warm.
-            for question in sorted(questions, key=lambda q: (q.db_name, q.id)):
-                source = sources[question.db_name]
-                for mode in modes:
-                    shots: list[tuple[str, str]] = []
-                    if mode == "few-shot" and embedder is not None:
-                        with db.connection() as conn:
-                            found = similar_examples(
-                                conn,
-                                embedder,
-                                DB_PREFIX + question.db_name,
-                                question.question,
-                                k=examples,
-                                exclude_question=question.question,
-                            )
-                        shots = [(e.question, e.sql) for e in found]
-                    outcome = _score(
-                        report, question, source, mode, new_caller(), shots, progress, schema=schemas[question.db_name]
-                    )
-                    failures = failures + 1 if outcome and outcome.endpoint_error else 0
-                    if failures >= MAX_ENDPOINT_FAILURES:
-                        report.stopped = f"the model endpoint failed {failures} times in a row: {outcome.error}"
-                        return report
+        embedder = _few_shot_embedder(settings, db, modes, questions_path)
+        shots = partial(_shots, db, embedder, k=examples)
+        _score_with_model(report, settings, model, questions, sources, modes, shots, progress)
     return report
 
 
