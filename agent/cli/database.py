@@ -206,34 +206,13 @@ def db_load(
     """
 
     def body() -> None:
-        import shutil
-
         from knowledge.db import Database, redact_url
-        from tools.sql.database import DataSourceError
-        from tools.sql.loader import load_script
         from tools.sql.sources import add_source
 
-        path = script
-        if path is None:
-            if name != "chinook":
-                raise DataSourceError("give the script or SQLite file to load (only chinook has a default)")
-            from evals.datasets import shared_data_dir
-
-            path = shared_data_dir() / "chinook" / "Chinook_PostgreSql.sql"
-        if not path.is_file():
-            raise DataSourceError(f"no file at {path}")
+        path = _sample_path(name, script)
         settings = load_settings()
         with Database(settings.database_config()) as db, db.connection() as conn:
-            if path.suffix.lower() == ".sql":
-                with err.status(Text(f"loading {path.name} into database {name}…")):
-                    loaded = load_script(db.url, name, path)
-                url, note = loaded.url, loaded.note
-            else:
-                folder = settings.data_dir / "sources"
-                folder.mkdir(parents=True, exist_ok=True)
-                copy = folder / f"{name}.sqlite"
-                shutil.copyfile(path, copy)
-                url, note = f"sqlite://{copy.absolute()}", "opened read-only (mode=ro)"
+            url, note = _load_sample(db.url, settings.data_dir, name, path)
             warning = add_source(conn, name, url, allow_privileged=allow_privileged)
             if script is None:  # the demo's Chinook comes with a few question → SQL examples
                 from knowledge.embeddings import load_embedder
@@ -247,6 +226,40 @@ def db_load(
             err.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
 
     run(body)
+
+
+def _sample_path(name: str, script: Path | None) -> Path:
+    """The file to load: the one given, or the shared Chinook script for ``chinook``."""
+    from tools.sql.database import DataSourceError
+
+    path = script
+    if path is None:
+        if name != "chinook":
+            raise DataSourceError("give the script or SQLite file to load (only chinook has a default)")
+        from evals.datasets import shared_data_dir
+
+        path = shared_data_dir() / "chinook" / "Chinook_PostgreSql.sql"
+    if not path.is_file():
+        raise DataSourceError(f"no file at {path}")
+    return path
+
+
+def _load_sample(server_url: str, data_dir: Path, name: str, path: Path) -> tuple[str, str]:
+    """Load a .sql script into a fresh database on Ladder's server, or copy a SQLite file into the
+    data folder; (the source's URL, a note on how it is opened)."""
+    import shutil
+
+    from tools.sql.loader import load_script
+
+    if path.suffix.lower() == ".sql":
+        with err.status(Text(f"loading {path.name} into database {name}…")):
+            loaded = load_script(server_url, name, path)
+        return loaded.url, loaded.note
+    folder = data_dir / "sources"
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / f"{name}.sqlite"
+    shutil.copyfile(path, copy)
+    return f"sqlite://{copy.absolute()}", "opened read-only (mode=ro)"
 
 
 examples_app = typer.Typer(

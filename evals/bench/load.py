@@ -344,12 +344,7 @@ def run_search_under_ingestion(
     from agent.core.assemble import open_knowledge_base
     from knowledge.store import drop_collection
 
-    if not 1 <= searchers <= MAX_SESSIONS or not 1 <= searches <= MAX_SEARCHES or not 0 <= rate <= MAX_RATE:
-        raise ValueError(f"searchers must be 1..{MAX_SESSIONS}, searches 1..{MAX_SEARCHES}, rate 0..{MAX_RATE}")
-    if documents is None or queries is None:
-        documents, queries = _search_corpus()
-    if not documents or not queries:
-        raise ValueError("the searched collection needs documents and queries")
+    documents, queries = _searched_corpus(searchers, searches, rate, documents, queries)
     run_key = uuid.uuid4().hex[:8]
     searched, ingested = f"load-search-{run_key}", f"load-ingest-{run_key}"
     settings = settings.model_copy(update={"collection": searched, "ui_concurrency": searchers})
@@ -368,16 +363,7 @@ def run_search_under_ingestion(
                 for name in (searched, ingested):
                     drop_collection(conn, name)
                 conn.commit()
-    problems = ingestion.pop("problems")
-    for label, phase in (("without ingestion", quiet), ("during ingestion", busy)):
-        if phase["errors"] or phase["empty"]:
-            problems.append(f"{label}: {phase['errors']} searches failed, {phase['empty']} came back empty")
-    if not busy["searches"]:
-        problems.append("no search finished while the ingestion ran")
-
-    def ratio(key: str) -> float | None:
-        return round(busy[key] / quiet[key], 2) if busy[key] and quiet[key] else None
-
+    problems = ingestion.pop("problems") + _search_problems(quiet, busy)
     return {
         "searchers": searchers,
         "searches_per_searcher": searches,
@@ -387,11 +373,39 @@ def run_search_under_ingestion(
         "searched_documents": len(documents),
         "without_ingestion": quiet,
         "during_ingestion": busy,
-        "p95_ratio": ratio("p95_s"),
-        "p50_ratio": ratio("p50_s"),
+        "p95_ratio": _ratio(busy, quiet, "p95_s"),
+        "p50_ratio": _ratio(busy, quiet, "p50_s"),
         "ingestion": ingestion,
         "problems": problems,
     }
+
+
+def _searched_corpus(
+    searchers: int, searches: int, rate: float, documents: list[dict[str, str]] | None, queries: list[str] | None
+) -> tuple[list[dict[str, str]], list[str]]:
+    """The searched documents and their queries (PubMedQA's by default), once the bounds are checked."""
+    if not 1 <= searchers <= MAX_SESSIONS or not 1 <= searches <= MAX_SEARCHES or not 0 <= rate <= MAX_RATE:
+        raise ValueError(f"searchers must be 1..{MAX_SESSIONS}, searches 1..{MAX_SEARCHES}, rate 0..{MAX_RATE}")
+    if documents is None or queries is None:
+        documents, queries = _search_corpus()
+    if not documents or not queries:
+        raise ValueError("the searched collection needs documents and queries")
+    return documents, queries
+
+
+def _search_problems(quiet: dict[str, Any], busy: dict[str, Any]) -> list[str]:
+    """Failed or empty searches in either phase, or none at all during the ingestion."""
+    problems = []
+    for label, phase in (("without ingestion", quiet), ("during ingestion", busy)):
+        if phase["errors"] or phase["empty"]:
+            problems.append(f"{label}: {phase['errors']} searches failed, {phase['empty']} came back empty")
+    if not busy["searches"]:
+        problems.append("no search finished while the ingestion ran")
+    return problems
+
+
+def _ratio(busy: dict[str, Any], quiet: dict[str, Any], key: str) -> float | None:
+    return round(busy[key] / quiet[key], 2) if busy[key] and quiet[key] else None
 
 
 @dataclass
@@ -460,24 +474,31 @@ def _measure(
         # only the searches that finished while the ingestion process ran count as during it
         busy = [s for future in running for s in future.result() if s.ended <= ended]
     report = _ingest_report(child.returncode, stdout, stderr, problems)
+    ingestion = _ingestion_figures(command, child.returncode, report, ended - started, problems)
+    return _phase(quiet, quiet_seconds), _phase(busy, ended - started), ingestion
+
+
+def _ingestion_figures(
+    command: list[str], returncode: int | None, report: dict[str, Any], seconds: float, problems: list[str]
+) -> dict[str, Any]:
+    """What the ingestion did, from its JSON report: counts, seconds and throughput."""
     chunks, documents, work_s = (
         report.get("chunks_written", 0),
         report.get("documents_added", 0),
         report.get("seconds", 0.0),
     )
-    ingestion = {
+    return {
         "command": " ".join(["ladder", *command[3:-2]]),
-        "exit_code": child.returncode,
+        "exit_code": returncode,
         "files_seen": report.get("files_seen", 0),
         "documents_added": documents,
         "chunks_written": chunks,
         "seconds": work_s,
-        "process_seconds": round(ended - started, 2),
+        "process_seconds": round(seconds, 2),
         "chunks_per_second": round(chunks / work_s, 1) if work_s else 0.0,
         "documents_per_second": round(documents / work_s, 1) if work_s else 0.0,
         "problems": problems,
     }
-    return _phase(quiet, quiet_seconds), _phase(busy, ended - started), ingestion
 
 
 def _ingest_report(returncode: int | None, stdout: str, stderr: str, problems: list[str]) -> dict[str, Any]:
