@@ -109,3 +109,19 @@ def test_the_rule_itself(source: str, imported: str, allowed: bool) -> None:
     """The check catches an arrow that runs back up (so the tests above cannot pass by accident)."""
     a, b = folder(module_name(ROOT / source)), folder(imported)
     assert (RANKS[a] > RANKS[b]) is allowed
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_product_function_is_over_60_lines() -> None:
+    """Long functions do several jobs; nested functions count toward the one that holds them."""
+    long = sorted(
+        f"{path.relative_to(ROOT)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in product_files()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    )
+    assert long == []
