@@ -132,6 +132,38 @@ def test_the_embedded_model_answers(tmp_path: Path) -> None:
     assert process is not None and process.poll() is not None  # stopped on exit
 
 
+@pytest.mark.slow
+def test_two_streams_at_once_both_finish(tmp_path: Path) -> None:
+    """Two chat users at once: the second request waits for the first, never cuts its stream short."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model_file = assemble(KNOWN_MODELS["qwen2.5-coder-0.5b-instruct"])
+    with LocalModelServer(model_file, alias="small", threads=1, context_tokens=1024, log_dir=tmp_path) as server:
+        client = OpenAI(api_key="not-needed", base_url=server.base_url, max_retries=0)
+
+        def stream(question: str) -> tuple[str | None, str]:
+            finish, parts = None, []
+            for chunk in client.chat.completions.create(
+                model="small",
+                messages=[{"role": "user", "content": question}],
+                temperature=0,
+                max_tokens=24,
+                stream=True,
+            ):
+                for choice in chunk.choices:
+                    parts.append(choice.delta.content or "")
+                    finish = choice.finish_reason or finish
+            return finish, "".join(parts)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            first = pool.submit(stream, "Count from one to twenty in words.")
+            time.sleep(0.5)  # the first is streaming when the second arrives
+            second = pool.submit(stream, "Name three colours.")
+            results = [first.result(timeout=300), second.result(timeout=300)]
+    for finish, text in results:
+        assert finish in ("stop", "length") and text.strip()
+
+
 def test_endpoints_say_how_to_constrain_json() -> None:
     with ScriptedOpenAI() as server:
         with open_chat_endpoint(Settings(openai_base_url=server.base_url, chat_model="m")) as remote:

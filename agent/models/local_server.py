@@ -234,6 +234,10 @@ class LocalModelServer:
             str(self.threads),
             "--n_ctx",
             str(self.context_tokens),
+            # llama-cpp-python's default ends a streaming answer as soon as another request arrives
+            # (two chat users at once: the first answer cut off after 0 words); requests wait instead.
+            "--interrupt_requests",
+            "False",
             # No --cache: llama-cpp-python's RAM cache keeps a copy of the n_ctx x vocabulary logits
             # (2.5 GB for Qwen2.5 at 4096 tokens) per entry without counting it against cache_size;
             # measured, the server reached 22 GB and was OOM-killed after 37 calls. Consecutive
