@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from agent.core.events import StepEvent, TokenEvent, ToolEvent, TurnEvent, VerdictEvent
+
 
 def make_pdf(*pages: str, title: str | None = None) -> bytes:
     """A minimal valid PDF with one line of Helvetica text per page."""
@@ -94,3 +98,21 @@ def form_bomb_pdf(draws: int, form: bytes, padding: int = 0) -> bytes:
         flate_stream(form, b"/Type /XObject /Subtype /Form /BBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >>"),
         b"<< /Length %d >>\nstream\n" % padding + os.urandom(padding) + b"\nendstream",
     )
+
+
+def event_from_dict(data: dict[str, Any]) -> TurnEvent:
+    """A typed turn event from its ``to_dict()`` form (as the turn log keeps it)."""
+    fields = {k: v for k, v in data.items() if k != "type"}
+    match data.get("type"):
+        case "token":
+            return TokenEvent(fields["text"])
+        case "verdict":
+            return VerdictEvent(fields["claim"], bool(fields["supported"]), list(fields.get("evidence") or []))
+        case "tool":
+            return ToolEvent(fields["name"], fields["arguments"], fields.get("result"), fields.get("sub_question"))
+        case "step":
+            known = {"step", "status", "seconds", "sub_question"}
+            detail = {k: v for k, v in fields.items() if k not in known}
+            seconds, sub = fields.get("seconds"), fields.get("sub_question")
+            return StepEvent(fields["step"], fields["status"], seconds, sub, detail)
+    raise ValueError(f"not a turn event: {data!r}")

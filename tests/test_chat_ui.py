@@ -19,7 +19,6 @@ from agent.chat.handlers import ChatHandlers
 from agent.chat.scripted import scripted_chat
 from agent.chat.view import TurnView, turn_id_of
 from agent.core.config import Settings
-from agent.core.events import event_from_dict
 from agent.core.results import Citation, TurnResult
 from agent.core.turn import Agent
 from agent.models.local_server import free_port
@@ -29,6 +28,7 @@ from evals.doubles.scripted_model import Fail
 from evals.finetune.data import write_jsonl
 from knowledge.base import KnowledgeBase
 from knowledge.db import Database
+from tests.helpers import event_from_dict
 
 DOCS = [
     {"id": "refunds", "title": "Refunds", "text": "Refunds are paid within 14 days after the returned parcel arrives."},

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from knowledge.base import KnowledgeBase
-from knowledge.search import MODES, QueryExpansion, SearchHit, SearchRequest
+from knowledge.search import QueryExpansion, SearchHit, SearchRequest
 from tools.arguments import ToolArgumentError, decode_arguments
 
 __all__ = [
@@ -129,9 +129,8 @@ def find_passages(
     mode: str = "hybrid",
     expansions: Sequence[tuple[str, QueryExpansion]] = (),
 ) -> list[SearchHit]:
-    """The search behind the tool, through the knowledge base's pipeline (expansions such as HyDE fused in)."""
-    if mode not in MODES:
-        raise ToolArgumentError(f"unknown search mode {mode!r}")
+    """The search behind the tool, through the knowledge base's pipeline (expansions such as HyDE fused in;
+    the pipeline refuses an unknown mode)."""
     request = SearchRequest(query=query, collection=collection, k=k, mode=mode, expansions=list(expansions))  # type: ignore[arg-type]
     return kb.searcher.search(request)
 

@@ -98,7 +98,24 @@ def _layout(services: ChatServices, handlers: ChatHandlers) -> _Page:
             files = gr.File(label="Add documents to the collection", file_count="multiple", type="filepath")
             ingest_button = gr.Button("Ingest", elem_id="ingest")
             ingest_report = gr.Markdown(elem_id="ingest_report")
-    return _Page(**{name: value for name, value in locals().items() if name in _Page.__dataclass_fields__})
+    return _Page(
+        browser,
+        feedback_id,
+        chat,
+        box,
+        send,
+        new,
+        feedback_box,
+        comment_text,
+        comment_send,
+        notice,
+        collection,
+        database,
+        switches,
+        files,
+        ingest_button,
+        ingest_report,
+    )
 
 
 def _wire(app: gr.Blocks, page: _Page, handlers: ChatHandlers) -> None:

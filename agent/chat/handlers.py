@@ -34,10 +34,11 @@ from agent.chat.view import (
 from agent.core.context import SWITCHES
 from agent.core.events import TurnEvent
 from agent.core.results import Citation, TurnResult
-from agent.core.turn import USER_ERRORS, Agent, TurnRequest
+from agent.core.turn import Agent, TurnRequest
 from agent.records.access import AccessError, check_thread, check_turn, prepare_write, readable_collections
 from agent.records.turns import FeedbackError, add_feedback, set_feedback_comment, thread_turns
 from agent.records.users import User, get_user, user_for_token
+from knowledge.errors import user_errors
 from tools.sql.sources import registered_sources
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class TurnRun:
     def _run(self) -> None:
         try:
             self.result = self.agent.ask(self.turn, on_event=self.events.put)
-        except USER_ERRORS as exc:
+        except user_errors() as exc:
             self.error = str(exc)
         except Exception as exc:  # never a stack trace in the chat; the log keeps it
             log.exception("turn failed")
@@ -172,7 +173,7 @@ class ChatHandlers:
                 if cited:
                     passages = kb.passages([c.chunk_id for c in cited])
                     history += citation_messages(cited, passages, turn["turn_id"][:8])
-        except USER_ERRORS as exc:  # the database away at page load: say so, keep the thread id
+        except user_errors() as exc:  # the database away at page load: say so, keep the thread id
             return {"thread": thread}, [error_message(f"{exc}. Reload the page to see this conversation.")]
         return {"thread": thread}, history
 
@@ -311,7 +312,7 @@ class ChatHandlers:
             report, staged = ingest_uploads(
                 kb, files, collection, Path(settings.data_dir), int(settings.ui_max_upload_mb * 1_000_000)
             )
-        except USER_ERRORS as exc:
+        except user_errors() as exc:
             return f"**Error:** {exc}"
         except OSError as exc:  # the uploads folder cannot be made
             return f"**Error:** cannot store uploads: {exc.strerror or exc}"

@@ -11,8 +11,9 @@ import json
 import gradio as gr
 
 from agent.chat.handlers import ChatHandlers
-from agent.core.turn import USER_ERRORS, TurnRequest
+from agent.core.turn import TurnRequest
 from agent.records.access import check_read
+from knowledge.errors import user_errors
 from tools.knowledge import passage_of, search_knowledge
 
 PUBLIC_KEYS = ("answer", "citations", "fact_check", "thread_id", "turn_id", "error")
@@ -45,7 +46,7 @@ class AgentTools:
                 user=self.handlers.user(request),
             )
             result = self.agent.ask(turn).to_dict()
-        except USER_ERRORS as exc:
+        except user_errors() as exc:
             return json.dumps({"error": str(exc)})
         return json.dumps({k: result[k] for k in PUBLIC_KEYS if k in result}, ensure_ascii=False)
 
@@ -65,7 +66,8 @@ class AgentTools:
             with kb.db.connection() as conn:
                 check_read(conn, name, self.handlers.user(request))
             hits, _ = search_knowledge(kb, name, {"query": query, "k": int(k)})
-        except USER_ERRORS as exc:
+        except user_errors() as exc:
             return json.dumps({"error": str(exc)})
-        keys = ("chunk_id", "doc_id", "title", "text", "score")
-        return json.dumps([{key: passage_of(h)[key] for key in keys} for h in hits], ensure_ascii=False)
+        shown = ("chunk_id", "doc_id", "title", "text", "score")
+        passages = [passage_of(hit) for hit in hits]
+        return json.dumps([{key: p[key] for key in shown} for p in passages], ensure_ascii=False)

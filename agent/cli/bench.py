@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -59,9 +59,7 @@ def bench_load(
                 f"p95 of the turns during {flood:g} wrong logins/s: {report['p95_ratio']}x the quiet run's",
                 markup=False,
             )
-        if report["problems"]:
-            err.print(f"error: {len(report['problems'])} problems (see 'problems')", style="red", markup=False)
-            raise typer.Exit(1)
+        _fail_on_problems(report)
 
     run(body)
 
@@ -100,9 +98,7 @@ def bench_ingest_search(
             err.print(f"error: {exc}", style="red", highlight=False, markup=False)
             raise typer.Exit(2) from None
         print(json.dumps(report, indent=1))
-        if report["problems"]:
-            err.print(f"error: {len(report['problems'])} problems (see 'problems')", style="red", markup=False)
-            raise typer.Exit(1)
+        _fail_on_problems(report)
 
     run(body)
 
@@ -126,3 +122,11 @@ def bench_retrieval(
             out.print(f"chart: {write_chart(figures, chart)}")
 
     run(body)
+
+
+def _fail_on_problems(report: dict[str, Any]) -> None:
+    """Exit 1 when the run found problems (they are in the JSON printed above)."""
+    problems = report["problems"]
+    if problems:
+        err.print(f"error: {len(problems)} problems (see 'problems')", style="red", markup=False)
+        raise typer.Exit(1)

@@ -13,19 +13,12 @@ from pydantic_settings import SettingsError
 from rich.console import Console
 
 from agent.core.config import Settings, get_settings
-from knowledge.errors import LadderError
+from knowledge.errors import user_errors
 
 # Text is printed as it is: a name, a path or a passage with [brackets] is not markup (pass markup=True to style).
 out = Console(markup=False)
 err = Console(stderr=True, markup=False)
 T = TypeVar("T")
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions a command turns into one clear line: Ladder's own, and the model endpoint's."""
-    from openai import OpenAIError
-
-    return (LadderError, OpenAIError)
 
 
 def run(action: Callable[[], T]) -> T:

@@ -66,21 +66,3 @@ class VerdictEvent:
 
 
 TurnEvent = StepEvent | ToolEvent | TokenEvent | VerdictEvent
-
-
-def event_from_dict(data: dict[str, Any]) -> TurnEvent:
-    """An event from its ``to_dict()`` form (as the turn log keeps it)."""
-    fields = {k: v for k, v in data.items() if k != "type"}
-    match data.get("type"):
-        case "token":
-            return TokenEvent(fields["text"])
-        case "verdict":
-            return VerdictEvent(fields["claim"], bool(fields["supported"]), list(fields.get("evidence") or []))
-        case "tool":
-            return ToolEvent(fields["name"], fields["arguments"], fields.get("result"), fields.get("sub_question"))
-        case "step":
-            known = {"step", "status", "seconds", "sub_question"}
-            detail = {k: v for k, v in fields.items() if k not in known}
-            seconds, sub = fields.get("seconds"), fields.get("sub_question")
-            return StepEvent(fields["step"], fields["status"], seconds, sub, detail)
-    raise ValueError(f"not a turn event: {data!r}")

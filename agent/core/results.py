@@ -48,11 +48,6 @@ class TurnResult:
     data: dict[str, Any] | None = None  # the SQL tool's result, for a question answered from a database
     error: str | None = None  # why the turn stopped early; the answer may be partial
 
-    def cited_passages(self) -> list[Passage]:
-        """The cited passages, in citation order."""
-        by_id = {p["chunk_id"]: p for p in self.passages}
-        return [by_id[c.chunk_id] for c in self.citations if c.chunk_id in by_id]
-
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "answer": self.answer,

@@ -59,8 +59,6 @@ LOGGED_SETTINGS = (
     "hybrid_keyword_weight",
     "rrf_k",
 )
-# What a face shows as a message rather than a failure: Ladder's own errors, and the model endpoint's.
-USER_ERRORS: tuple[type[Exception], ...] = (LadderError, openai.OpenAIError)
 RECURSION_LIMIT = 40  # supersteps per turn; the graph needs 7 plus one per sub-question
 # Per-turn fields of the thread's state, reset at the start of every turn.
 FRESH_STATE: dict[str, Any] = {
@@ -277,7 +275,7 @@ class Agent:
             answer=answer,
             turn_id=turn_id,
             thread_id=thread_id,
-            citations=[Citation(c.get("number"), c["doc_id"], c["chunk_id"]) for c in final.get("citations") or []],
+            citations=[Citation.from_dict(c) for c in final.get("citations") or []],
             passages=list(final.get("passages") or []),
             retrieved=ranked_passages(final.get("research") or []),
             sub_questions=list(final.get("sub_questions") or []),
