@@ -165,13 +165,9 @@ def test_fewshot_switch_controls_the_examples(agent: Agent, corpus: str, model: 
 
 
 def test_unsupported_claims_are_revised_once(agent: Agent, corpus: str, model: ScriptedModel) -> None:
+    model.steps["draft"] = lambda body: "Refunds take 14 days [1]. Refunds are paid in gold [1]."
     model.steps["fact_check"] = lambda body: json.dumps(
-        {
-            "claims": [
-                {"claim": "Refunds take 14 days", "supported": True, "evidence": [1]},
-                {"claim": "Refunds are paid in gold", "supported": False, "evidence": []},
-            ]
-        }
+        {"checks": [{"n": 1, "supported": True, "passages": [1]}, {"n": 2, "supported": False, "passages": []}]}
     )
     result, _ = ask(agent, "How long do refunds take?", corpus)
     assert result["revised"] is True and result["answer"] == "Refunds take 14 days [1]."
@@ -180,13 +176,12 @@ def test_unsupported_claims_are_revised_once(agent: Agent, corpus: str, model: S
 
 
 def test_without_revisions_unsupported_claims_are_marked(kb: KnowledgeBase, corpus: str, server, model) -> None:
-    model.steps["fact_check"] = lambda body: json.dumps(
-        {"claims": [{"claim": "Refunds are paid in gold", "supported": False, "evidence": []}]}
-    )
+    model.steps["draft"] = lambda body: "Refunds are paid in gold [1]."
+    model.steps["fact_check"] = lambda body: json.dumps({"checks": [{"n": 1, "supported": False, "passages": []}]})
     for agent in make_agent(kb, server, max_revisions=0):
         result, _ = ask(agent, "How long do refunds take?", corpus)
     assert result["revised"] is False and model.calls["revise"] == 0
-    assert result["answer"].endswith("Not supported by the retrieved passages:\n- Refunds are paid in gold")
+    assert result["answer"].endswith("Not supported by the retrieved passages:\n- Refunds are paid in gold.")
 
 
 def test_malformed_json_is_re_asked_once_then_falls_back(agent: Agent, corpus: str, model: ScriptedModel) -> None:
@@ -611,3 +606,29 @@ def test_a_stream_cut_mid_answer_is_an_error_not_a_short_answer(
     with agent.kb.db.connection() as conn:
         turn = get_turn(conn, result["turn_id"])
     assert turn["status"] == "failed" and "cut off" in turn["error"]
+
+
+def test_the_fact_check_judges_every_sentence_with_its_citations() -> None:
+    from agent.core.steps.fact_check import answer_sentences, claim_text
+
+    answer = "Version 0.8 is needed, e.g. for HNSW [1]. Killing an ingest is safe. [2][3] Is it fast? Yes [1]."
+    sentences = answer_sentences(answer)
+    assert sentences == [
+        "Version 0.8 is needed, e.g. for HNSW [1].",
+        "Killing an ingest is safe. [2][3]",
+        "Is it fast?",
+        "Yes [1].",
+    ]
+    assert claim_text(sentences[1]) == "Killing an ingest is safe."
+
+
+def test_a_sentence_the_check_skips_counts_as_unsupported(agent: Agent, corpus: str, model: ScriptedModel) -> None:
+    answer = "Refunds take 14 days [1]. Refunds are paid in gold [1]."
+    model.steps["draft"] = lambda body: answer
+    model.steps["fact_check"] = lambda body: json.dumps({"checks": [{"n": 1, "supported": True, "passages": [1]}]})
+    result, _ = ask(agent, "How long do refunds take?", corpus)
+    assert [v["supported"] for v in result["fact_check"]] == [True, False]
+    check = model.bodies["fact_check"][-1]["messages"]
+    draft = model.bodies["draft"][-1]["messages"]
+    assert check[: len(draft)] == draft  # the check continues the draft's conversation
+    assert check[len(draft)] == {"role": "assistant", "content": answer}

@@ -163,7 +163,7 @@ def test_distillation_keeps_only_fact_checked_answers(
         assert any(e["messages"][1]["content"] == "How long do refunds take?" for e in examples)
 
         def unsupported(body: dict[str, Any]) -> str:
-            return json.dumps({"claims": [{"claim": "x", "supported": False, "evidence": []}]})
+            return json.dumps({"checks": [{"n": 1, "supported": False, "passages": []}]})
 
         teacher_model.steps["fact_check"] = unsupported
         teacher_model.steps["revise"] = lambda body: "Still unsure."

@@ -74,6 +74,10 @@ RERANK = (
 )
 
 # -- draft -----------------------------------------------------------------------------------------
+# Draft, fact-check and revise are one conversation: the same system prompt and passages first, each
+# step's instructions last, so llama.cpp reuses the evaluated prefix (the passages) instead of reading
+# them again (measured on 2 cores: a fact-check with its own system prompt took 14.6 s, as a
+# continuation of the draft 3.8 s).
 
 DRAFT = (
     "Answer the question using only the passages. After each sentence, cite the passages it "
@@ -81,7 +85,7 @@ DRAFT = (
     "the answer, say that you don't know rather than guessing. Be concise."
 )
 DRAFT_EXAMPLE = (
-    'Question: When was the library founded?\n<passage id="1">The city library opened in 1902.</passage>',
+    '<passage id="1">The city library opened in 1902.</passage>\nQuestion: When was the library founded?',
     "The library was founded in 1902 [1].",
 )
 # Without passages (the ladder's first rungs), one example of the answer wanted: direct, then why.
@@ -94,23 +98,24 @@ SMALLTALK = "You are Ladder, a friendly assistant for a team's documents. Reply 
 # -- fact check ----------------------------------------------------------------------------------
 
 
-class Judged(BaseModel):
-    claim: str
+class SentenceCheck(BaseModel):
+    n: int
     supported: bool
-    evidence: list[int] = Field(default_factory=list)
+    passages: list[int] = Field(default_factory=list, max_length=20)
 
 
 class FactCheck(BaseModel):
-    claims: list[Judged] = Field(default_factory=list)
+    checks: list[SentenceCheck] = Field(default_factory=list, max_length=40)
 
 
 FACT_CHECK = (
-    "Split the answer into its factual claims. For each claim decide whether the passages support "
-    "it, and list the numbers of the passages that do. Reply with JSON: "
-    '{"claims": [{"claim": "...", "supported": true, "evidence": [1]}]}.'
+    "Check the answer you gave against the passages. For each numbered sentence below, decide whether "
+    "the passages state it: supported is false when a number, name, date, negation or detail differs "
+    "from the passages or the passages do not say it. List the numbers of the passages that state it. "
+    'Reply with JSON: {"checks": [{"n": 1, "supported": true, "passages": [1]}]}.'
 )
 REVISE = (
-    "Rewrite the answer so that it keeps only what the passages support. Remove or correct the "
-    "unsupported claims listed below; keep the citations in square brackets. Reply with the new "
-    "answer only."
+    "Rewrite your answer so that it keeps only what the passages support. Remove or correct these "
+    "sentences, which the passages do not support; keep the citations in square brackets. Reply with "
+    "the new answer only."
 )

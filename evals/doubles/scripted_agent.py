@@ -30,10 +30,14 @@ MARKERS = {
 
 
 def step_of(body: dict[str, Any]) -> str:
+    """The step a request comes from: its instruction is in the system prompt, or last in the last
+    user message (draft, fact-check and revise are one conversation with one system prompt)."""
     system = body["messages"][0]["content"] if body["messages"][0]["role"] == "system" else ""
-    for step, marker in MARKERS.items():
-        if marker in system:
-            return step
+    users = [m["content"] for m in body["messages"] if m["role"] == "user"]
+    for text in (users[-1] if users else "", system):
+        for step, marker in MARKERS.items():
+            if marker in text:
+                return step
     return "baseline"
 
 
@@ -87,15 +91,10 @@ class ScriptedModel:
 
     @staticmethod
     def fact_check(body: dict[str, Any]) -> str:
-        text = last_user(body)
-        answer = text.split("Answer to check:\n", 1)[1]
-        claims = [
-            {
-                "claim": sentence.strip(),
-                "supported": True,
-                "evidence": [int(n) for n in re.findall(r"\[(\d+)\]", sentence)],
-            }
-            for sentence in answer.split(".")
-            if sentence.strip()
+        """Every numbered sentence supported by the passages it cites."""
+        listed = last_user(body).split("Sentences:\n", 1)[1]
+        checks = [
+            {"n": int(n), "supported": True, "passages": [int(c) for c in re.findall(r"\[(\d+)\]", sentence)]}
+            for n, sentence in re.findall(r"^(\d+)\. (.*)$", listed, flags=re.M)
         ]
-        return json.dumps({"claims": claims})
+        return json.dumps({"checks": checks})

@@ -25,25 +25,38 @@ def context_passages(state: TurnState, ctx: TurnContext) -> list[Passage]:
 
 
 def draft_messages(state: TurnState, ctx: TurnContext, passages: list[Passage]) -> list[dict[str, Any]]:
+    """The draft's conversation; the fact-check and the revision continue it (see prompts.DRAFT)."""
     question = state["question"]
     subs = state.get("sub_questions") or [question]
+    system: list[dict[str, Any]] = [{"role": "system", "content": prompts.system(state.get("domain", ""))}]
     if not ctx.switches.retrieval:  # the baseline rung: the model alone (with one example on the few-shot rung)
-        alone: list[dict[str, Any]] = [{"role": "system", "content": prompts.system(state.get("domain", ""))}]
         if ctx.switches.fewshot:
             example_q, example_a = prompts.BASELINE_EXAMPLE
-            alone += [{"role": "user", "content": example_q}, {"role": "assistant", "content": example_a}]
-        return [*alone, {"role": "user", "content": question}]
-    system = prompts.system(state.get("domain", ""))
-    messages: list[dict[str, Any]] = [{"role": "system", "content": f"{system}\n\n{prompts.DRAFT}"}]
+            system += [{"role": "user", "content": example_q}, {"role": "assistant", "content": example_a}]
+        return [*system, {"role": "user", "content": question}]
     if ctx.switches.fewshot:
         example_q, example_a = prompts.DRAFT_EXAMPLE
-        messages += [{"role": "user", "content": example_q}, {"role": "assistant", "content": example_a}]
-    parts = [f"Question: {question}"]
+        system += [
+            {"role": "user", "content": f"{example_q}\n\n{prompts.DRAFT}"},
+            {"role": "assistant", "content": example_a},
+        ]
+    # Passages first, instructions last: what differs between the draft and the check comes at the end.
+    parts = [numbered(passages) if passages else "No passages were found.", f"Question: {question}"]
     if len(subs) > 1:
         parts.append("It has these parts:\n" + "\n".join(f"- {s}" for s in subs))
-    parts.append(numbered(passages) if passages else "No passages were found.")
-    messages.append({"role": "user", "content": "\n".join(parts)})
-    return messages
+    parts.append(prompts.DRAFT)
+    return [*system, {"role": "user", "content": "\n".join(parts)}]
+
+
+def continue_draft(
+    state: TurnState, ctx: TurnContext, passages: list[Passage], draft: str, instruction: str
+) -> list[dict[str, Any]]:
+    """The draft's conversation with its answer and one more instruction: the prefix the model has read."""
+    return [
+        *draft_messages(state, ctx, passages),
+        {"role": "assistant", "content": draft},
+        {"role": "user", "content": instruction},
+    ]
 
 
 def draft(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:

@@ -1,23 +1,69 @@
-"""Check the draft against the passages: split into claims, judge each, revise once or mark.
+"""Check the draft against the passages sentence by sentence; revise once or mark what is unsupported.
 
-All claims are judged in one call (one call is seconds on a CPU, so batching matters more than
-anything else here). Unsupported claims are revised away once; with no revision left, they are
-listed under the answer so the reader sees what the sources do not back.
+The check continues the draft's conversation (see prompts.DRAFT): the model has already read the
+passages, so the check costs only its instruction and a short JSON reply. The answer is split into
+sentences here, not by the model, so every sentence is judged and the reply stays small: one
+``{"n", "supported", "passages"}`` per sentence. Unsupported sentences are revised away once; with
+no revision left, they are listed under the answer so the reader sees what the sources do not back.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from langgraph.runtime import Runtime
+from sentencex import segment
 
 from agent.core import prompts
 from agent.core.context import TurnContext
 from agent.core.events import VerdictEvent
-from agent.core.state import TurnState, Verdict
-from agent.core.steps.common import emit, numbered, step
-from agent.core.steps.draft import context_passages
+from agent.core.state import Passage, TurnState, Verdict
+from agent.core.steps.common import emit, step
+from agent.core.steps.draft import context_passages, continue_draft
 from agent.models.calls import MalformedReply
+
+MAX_SENTENCES = 40  # FactCheck's schema bound; a longer answer's tail is judged as one piece
+_CITATIONS = re.compile(r"\s*(?:\[\d{1,3}\])+")
+_LEADING_CITATIONS = re.compile(r"^(?:\[\d{1,3}\])+\s*")
+
+
+def answer_sentences(answer: str) -> list[str]:
+    """The answer's sentences, each with its citations (a citation after the full stop stays with its sentence)."""
+    sentences: list[str] = []
+    for piece in segment("en", answer):
+        text = piece.strip()
+        lead = _LEADING_CITATIONS.match(text)
+        if lead and sentences:
+            sentences[-1] += " " + lead.group(0).strip()
+            text = text[lead.end() :]
+        if text:
+            sentences.append(text)
+    if len(sentences) > MAX_SENTENCES:
+        sentences = [*sentences[: MAX_SENTENCES - 1], " ".join(sentences[MAX_SENTENCES - 1 :])]
+    return sentences
+
+
+def claim_text(sentence: str) -> str:
+    """A sentence as a claim to show: without its citation markers."""
+    return _CITATIONS.sub("", sentence).strip()
+
+
+def _verdicts(checked: prompts.FactCheck, sentences: list[str], passages: list[Passage]) -> list[Verdict]:
+    """One verdict per sentence; a sentence the model did not judge counts as unsupported."""
+    by_number = {c.n: c for c in checked.checks if 1 <= c.n <= len(sentences)}
+    verdicts: list[Verdict] = []
+    for n, sentence in enumerate(sentences, start=1):
+        judged = by_number.get(n)
+        evidence = [] if judged is None else list(dict.fromkeys(judged.passages))
+        verdicts.append(
+            {
+                "claim": claim_text(sentence) or sentence,
+                "supported": bool(judged and judged.supported),
+                "evidence": [passages[i - 1]["chunk_id"] for i in evidence if 1 <= i <= len(passages)],
+            }
+        )
+    return verdicts
 
 
 def fact_check(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
@@ -27,26 +73,15 @@ def fact_check(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any
     if not ctx.switches.fact_check or not ctx.switches.retrieval or not passages or not draft:
         return {"answer": draft, "fact_check": [], "revised": False}
     with step(runtime, "fact_check") as result:
-        messages = [
-            {"role": "system", "content": f"{prompts.system(state.get('domain', ''))}\n\n{prompts.FACT_CHECK}"},
-            {"role": "user", "content": f"{numbered(passages)}\n\nAnswer to check:\n{draft}"},
-        ]
+        sentences = answer_sentences(draft)
+        listed = "\n".join(f"{n}. {sentence}" for n, sentence in enumerate(sentences, start=1))
+        messages = continue_draft(state, ctx, passages, draft, f"{prompts.FACT_CHECK}\n\nSentences:\n{listed}")
         try:
-            checked = ctx.caller.json("fact_check", messages, prompts.FactCheck, max_tokens=600)
+            checked = ctx.caller.json("fact_check", messages, prompts.FactCheck, max_tokens=40 + 16 * len(sentences))
         except MalformedReply as exc:
             result["error"] = str(exc)
             return {"answer": draft, "fact_check": [], "revised": False, "errors": [str(exc)]}
-        verdicts: list[Verdict] = [
-            {
-                "claim": judged.claim.strip(),
-                "supported": bool(judged.supported),
-                "evidence": [
-                    passages[n - 1]["chunk_id"] for n in dict.fromkeys(judged.evidence) if 1 <= n <= len(passages)
-                ],
-            }
-            for judged in checked.claims
-            if judged.claim.strip()
-        ]
+        verdicts = _verdicts(checked, sentences, passages)
         for verdict in verdicts:
             emit(runtime, VerdictEvent(verdict["claim"], verdict["supported"], verdict["evidence"]))
         unsupported = [v["claim"] for v in verdicts if not v["supported"]]
@@ -59,13 +94,7 @@ def fact_check(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any
             listed = "\n".join(f"- {claim}" for claim in unsupported)
             revised = ctx.caller.text(
                 "revise",
-                [
-                    {
-                        "role": "system",
-                        "content": f"{prompts.system(state.get('domain', ''))}\n\n{prompts.REVISE}\n{listed}",
-                    },
-                    {"role": "user", "content": f"{numbered(passages)}\n\nAnswer:\n{draft}"},
-                ],
+                continue_draft(state, ctx, passages, draft, f"{prompts.REVISE}\n{listed}"),
                 max_tokens=ctx.limits.answer_max_tokens,
             ).strip()
         if revised:
