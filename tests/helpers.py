@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.core.events import StepEvent, TokenEvent, ToolEvent, TurnEvent, VerdictEvent
+from agent.core.events import QueueEvent, StepEvent, TokenEvent, ToolEvent, TurnEvent, VerdictEvent
 
 
 def make_pdf(*pages: str, title: str | None = None) -> bytes:
@@ -106,6 +106,8 @@ def event_from_dict(data: dict[str, Any]) -> TurnEvent:
     match data.get("type"):
         case "token":
             return TokenEvent(fields["text"])
+        case "queue":
+            return QueueEvent(int(fields["ahead"]), float(fields.get("seconds") or 0.0))
         case "verdict":
             return VerdictEvent(fields["claim"], bool(fields["supported"]), list(fields.get("evidence") or []))
         case "tool":

@@ -9,7 +9,7 @@ import typer
 
 from agent.cli.common import err, load_settings, out, run
 from agent.core.config import Settings
-from agent.core.events import StepEvent, TokenEvent, ToolEvent, TurnEvent
+from agent.core.events import QueueEvent, StepEvent, TokenEvent, ToolEvent, TurnEvent
 from agent.core.results import TurnResult
 
 
@@ -112,6 +112,9 @@ class EventPrinter:
             if event.sub_question is not None:
                 extra = {"sub_question": event.sub_question, **extra}
             err.print(f"· {event.step} {event.seconds}s {extra if extra else ''}", highlight=False, markup=False)
+        elif isinstance(event, QueueEvent):
+            waiting = f"queued: {event.ahead} turn(s) ahead" if event.ahead else "the model is free"
+            err.print(f"· {waiting} ({event.seconds}s)", highlight=False, markup=False)
 
 
 def print_result(result: TurnResult, printer: EventPrinter) -> None:

@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     llm_context_tokens: int = Field(default=4096, ge=512, le=131072)
     llm_timeout_s: float = Field(default=120.0, gt=0, le=86_400)
     llm_max_retries: int = Field(default=3, ge=0, le=10)
+    llm_queue_timeout_s: float = Field(default=900.0, gt=0, le=86_400)  # a turn waiting for the embedded model
     llm_json_mode: Literal["auto", "json_schema", "json_object"] = "auto"
     prompt_cost_per_1m: float = Field(default=0.0, ge=0)
     completion_cost_per_1m: float = Field(default=0.0, ge=0)

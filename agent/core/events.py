@@ -65,4 +65,15 @@ class VerdictEvent:
         return {"type": "verdict", "claim": self.claim, "supported": self.supported, "evidence": self.evidence}
 
 
-TurnEvent = StepEvent | ToolEvent | TokenEvent | VerdictEvent
+@dataclass(frozen=True)
+class QueueEvent:
+    """The turn waits for the model: ``ahead`` turns go first; 0 when it starts."""
+
+    ahead: int
+    seconds: float = 0.0  # waited so far
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "queue", "ahead": self.ahead, "seconds": self.seconds}
+
+
+TurnEvent = StepEvent | ToolEvent | TokenEvent | VerdictEvent | QueueEvent

@@ -9,9 +9,10 @@ hang; a turn's completion that cannot be logged while the database is away is lo
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +24,13 @@ from psycopg.rows import dict_row
 
 from agent.core.config import Settings
 from agent.core.context import Limits, Switches, TurnContext
-from agent.core.events import TokenEvent, TurnEvent
+from agent.core.events import QueueEvent, TokenEvent, TurnEvent
 from agent.core.graph import build_graph
 from agent.core.results import Citation, TurnResult
 from agent.core.state import Research
 from agent.models.calls import BudgetExceeded, ModelCaller, StreamInterrupted
 from agent.models.endpoint import ChatEndpoint
+from agent.models.queue import QueueTimeout
 from agent.records.access import check_read, check_thread
 from agent.records.outbox import TurnOutbox
 from agent.records.redact import redact_secrets
@@ -138,7 +140,7 @@ def failure_message(exc: BaseException, client: openai.OpenAI) -> str | None:
     match exc:
         case BudgetExceeded():
             return f"{exc}; the answer may be incomplete"
-        case StreamInterrupted():
+        case StreamInterrupted() | QueueTimeout():
             return str(exc)
         case DataSourceError():
             return f"the database could not be read: {exc}"
@@ -246,23 +248,36 @@ class Agent:
         config = {"configurable": {"thread_id": thread_id, "turn_id": turn_id}, "recursion_limit": RECURSION_LIMIT}
         final: dict[str, Any] = {}
         events: list[TurnEvent] = []
+
+        def publish(event: TurnEvent) -> None:
+            if not isinstance(event, TokenEvent):
+                events.append(event)
+            if on_event is not None:
+                on_event(event)
+
         try:
-            for mode, chunk in self.graph.stream(
-                {**FRESH_STATE, "question": question}, config, context=context, stream_mode=["custom", "values"]
-            ):
-                if mode == "values":
-                    final = chunk
-                    continue
-                if not isinstance(chunk, TokenEvent):
-                    events.append(chunk)
-                if on_event is not None:
-                    on_event(chunk)
+            with self._queued(publish):
+                for mode, chunk in self.graph.stream(
+                    {**FRESH_STATE, "question": question}, config, context=context, stream_mode=["custom", "values"]
+                ):
+                    if mode == "values":
+                        final = chunk
+                    else:
+                        publish(chunk)
         except Exception as exc:
             error = failure_message(exc, self.endpoint.client)
             if error is None:
                 raise
             return {**final, **self._partial(thread_id)}, error, events
         return final, None, events
+
+    def _queued(self, publish: Callable[[TurnEvent], None]) -> Any:
+        """The model's queue for this turn (a model that serves one request at a time), else nothing."""
+        queue = self.endpoint.queue
+        if queue is None:
+            return nullcontext()
+        since = time.perf_counter()
+        return queue.turn(lambda ahead: publish(QueueEvent(ahead, round(time.perf_counter() - since, 1))))
 
     def _result(
         self, final: dict[str, Any], error: str | None, context: TurnContext, turn_id: str, thread_id: str

@@ -18,6 +18,7 @@ from openai import OpenAI
 from pydantic import SecretStr
 
 from agent.models.local_server import LocalModelServer, resolve_model_file
+from agent.models.queue import ModelQueue
 from knowledge.errors import LadderError
 
 DEFAULT_OPENAI_CHAT_MODEL = "gpt-4o-mini"
@@ -36,6 +37,7 @@ class EndpointSettings(Protocol):
     llm_timeout_s: float
     llm_max_retries: int
     llm_json_mode: str
+    llm_queue_timeout_s: float
 
 
 class ModelConfigError(LadderError, ValueError):
@@ -51,6 +53,7 @@ class ChatEndpoint:
     embedded: bool = False
     base_url: str = ""
     json_mode: str = "json_schema"  # how JSON replies are constrained at this endpoint
+    queue: ModelQueue | None = None  # turns wait here in order when the model serves one at a time
 
 
 def local_threads(settings: EndpointSettings) -> int:
@@ -111,6 +114,7 @@ def open_chat_endpoint(settings: EndpointSettings, model: str | None = None) -> 
         )
         # llama.cpp's server takes a schema inside json_object; OpenAI-style servers take json_schema.
         mode = "json_object" if settings.llm_json_mode == "auto" else settings.llm_json_mode
-        yield ChatEndpoint(client, alias, True, base_url, mode)
+        # One request at a time: whole turns take the model in arrival order (agent/models/queue.py).
+        yield ChatEndpoint(client, alias, True, base_url, mode, ModelQueue(1, settings.llm_queue_timeout_s))
     finally:
         server.stop()
