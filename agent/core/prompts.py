@@ -74,10 +74,10 @@ RERANK = (
 )
 
 # -- draft -----------------------------------------------------------------------------------------
-# Draft, fact-check and revise are one conversation: the same system prompt and passages first, each
-# step's instructions last, so llama.cpp reuses the evaluated prefix (the passages) instead of reading
-# them again (measured on 2 cores: a fact-check with its own system prompt took 14.6 s, as a
-# continuation of the draft 3.8 s).
+# Draft, fact-check and revise are one conversation: the same system prompt (with the draft's
+# instructions) and the passages first, the check's or the revision's instructions last, so llama.cpp
+# reuses the evaluated prefix (the passages) instead of reading them again (measured on 2 cores: a
+# fact-check with its own system prompt took 14.6 s, as a continuation of the draft 3.8 s).
 
 DRAFT = (
     "Answer the question using only the passages. After each sentence, cite the passages it "

@@ -34,17 +34,16 @@ def draft_messages(state: TurnState, ctx: TurnContext, passages: list[Passage]) 
             example_q, example_a = prompts.BASELINE_EXAMPLE
             system += [{"role": "user", "content": example_q}, {"role": "assistant", "content": example_a}]
         return [*system, {"role": "user", "content": question}]
+    # The draft's instructions in the system prompt: with the example, a prefix that every turn shares
+    # and the model keeps evaluated; only the passages and the question are read anew.
+    system[0]["content"] += f"\n\n{prompts.DRAFT}"
     if ctx.switches.fewshot:
         example_q, example_a = prompts.DRAFT_EXAMPLE
-        system += [
-            {"role": "user", "content": f"{example_q}\n\n{prompts.DRAFT}"},
-            {"role": "assistant", "content": example_a},
-        ]
-    # Passages first, instructions last: what differs between the draft and the check comes at the end.
+        system += [{"role": "user", "content": example_q}, {"role": "assistant", "content": example_a}]
+    # Passages first, the question last: what differs between the draft and the check comes at the end.
     parts = [numbered(passages) if passages else "No passages were found.", f"Question: {question}"]
     if len(subs) > 1:
         parts.append("It has these parts:\n" + "\n".join(f"- {s}" for s in subs))
-    parts.append(prompts.DRAFT)
     return [*system, {"role": "user", "content": "\n".join(parts)}]
 
 
