@@ -37,7 +37,7 @@ _WORD = re.compile(r"[a-z]+")
 _EXISTENTIAL = re.compile(r"\b(?:is|are|was|were) there\b|\bthere (?:is|are|was|were)\b")  # "is there a limit?"
 
 EXCHANGES = 3  # the last exchanges of the thread the model sees
-SHOWN_CHARS = 300  # of each earlier question and answer: the referent is nearly always near the start
+SHOWN_CHARS = 300  # of each earlier message: bounds the prompt, which a CPU reads at some 100 tokens/s
 MAX_TOKENS = 64  # the reply: one question
 MAX_REPLY_TOKENS = 48  # longer than this, the reply was cut off or is not a question
 _LABEL = re.compile(r"^(?:standalone question|rewritten question|question|follow-up)\s*:\s*", re.IGNORECASE)
