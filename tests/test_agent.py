@@ -93,7 +93,7 @@ def test_a_two_part_question_end_to_end(agent: Agent, corpus: str, model: Script
     assert usage["model_calls"] == 2 and usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
     assert set(result) >= {"answer", "citations", "sub_questions", "fact_check", "usage", "turn_id"}
     steps = [e["step"] for e in events if e["type"] == "step" and e["status"] == "end"]
-    assert steps[:2] == ["classify", "decompose"] and steps[-3:] == ["draft", "fact_check", "answer"]
+    assert steps[:3] == ["condense", "classify", "decompose"] and steps[-3:] == ["draft", "fact_check", "answer"]
 
 
 COMPARE = "Compare how long refunds take with how fast parcels ship."

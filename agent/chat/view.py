@@ -20,6 +20,7 @@ from agent.core.events import StepEvent, TokenEvent, ToolEvent, TurnEvent
 from agent.core.results import Citation, TurnResult
 
 STEP_TITLES = {
+    "condense": "Read the follow-up",
     "decompose": "Split the question",
     "research": "Research",
     "query_data": "Query the database",
@@ -53,7 +54,7 @@ class TurnView:
         match event:
             case TokenEvent(text=text):
                 self.answer += text
-            case StepEvent(step=name) if name in STEP_TITLES:
+            case StepEvent(step=name, detail=detail) if name in STEP_TITLES and detail.get("needs_context", True):
                 self._step(event)
             case ToolEvent():
                 self._tool(event)
@@ -189,6 +190,9 @@ def turn_id_of(history: list[dict[str, Any]], index: int) -> str | None:
 
 
 def _step_summary(step: str, detail: dict[str, Any]) -> str:
+    if step == "condense":
+        fallback = f" ({detail['fallback']})" if detail.get("fallback") else ""
+        return f"Searched as: {detail.get('standalone', '')}{fallback}"
     if step == "decompose":
         subs = detail.get("sub_questions") or []
         return "\n".join(f"- {s}" for s in subs) if len(subs) > 1 else "One question: no split needed."

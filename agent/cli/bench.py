@@ -124,6 +124,28 @@ def bench_retrieval(
     run(body)
 
 
+def bench_followups(
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Also write the figures as JSON.", callback=output_file)
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, max=1000, help="Only the first N follow-ups.")] = None,
+) -> None:
+    """Follow-ups in a thread: retrieval recall@5 as typed, rewritten by the condense step (the configured
+    chat model), and as a hand-written standalone question; the seconds the step costs."""
+
+    def body() -> None:
+        from evals.bench.followups import run_followups_benchmark
+
+        try:
+            report = run_followups_benchmark(load_settings(), out_file=out_file, limit=limit)
+        except FileNotFoundError as exc:  # the shared corpora the triples are written over
+            err.print(f"error: {exc}", style="red", highlight=False, markup=False)
+            raise typer.Exit(2) from None
+        _fail_on_problems(report)
+
+    run(body)
+
+
 def _fail_on_problems(report: dict[str, Any]) -> None:
     """Exit 1 when the run found problems (they are in the JSON printed above)."""
     problems = report["problems"]

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     mmr_lambda: float = Field(default=0.7, ge=0, le=1)
     use_decompose: bool = True
     use_fact_check: bool = True
+    use_condense: bool = True  # rewrite a follow-up that leans on the thread as a standalone question
     research_mode: Literal["retrieve", "react_json", "react_native"] = "retrieve"
     max_sub_questions: int = Field(default=4, ge=1, le=10)
     max_tool_calls: int = Field(default=3, ge=0, le=10)

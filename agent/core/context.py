@@ -101,6 +101,7 @@ class TurnContext:
     limits: Limits
     search_mode: str = "hybrid"
     research_mode: str = "retrieve"
+    condense: bool = True  # a follow-up is rewritten as a standalone question (not a rung: eval sets are single-turn)
     rerank_method: str = "llm"
     mmr_lambda: float = 0.7
     cross_encoder_path: str | None = None

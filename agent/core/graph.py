@@ -11,6 +11,7 @@ from agent.core.context import TurnContext
 from agent.core.state import TurnState
 from agent.core.steps.answer import answer
 from agent.core.steps.classify import classify
+from agent.core.steps.condense import condense
 from agent.core.steps.decompose import decompose
 from agent.core.steps.draft import draft, smalltalk
 from agent.core.steps.fact_check import fact_check
@@ -30,11 +31,12 @@ def _fan_out(state: TurnState) -> list[Send]:
 
 
 def build_graph(checkpointer: Any = None) -> Any:
-    """START → classify → decompose → research × N → draft → fact_check → answer → END.
+    """START → condense → classify → decompose → research × N → draft → fact_check → answer → END.
 
     classify may instead route to smalltalk or, when a database is picked, to query_data; both go to answer.
     """
     builder = StateGraph(TurnState, context_schema=TurnContext)
+    builder.add_node("condense", condense)
     builder.add_node("classify", classify)
     builder.add_node("smalltalk", smalltalk)
     builder.add_node("decompose", decompose)
@@ -43,7 +45,8 @@ def build_graph(checkpointer: Any = None) -> Any:
     builder.add_node("fact_check", fact_check)
     builder.add_node("query_data", query_data)
     builder.add_node("answer", answer)
-    builder.add_edge(START, "classify")
+    builder.add_edge(START, "condense")
+    builder.add_edge("condense", "classify")
     builder.add_conditional_edges("classify", _route, ["smalltalk", "query_data", "decompose"])
     builder.add_conditional_edges("decompose", _fan_out, ["research"])
     builder.add_edge("research", "draft")

@@ -18,6 +18,31 @@ def system(domain: str = "") -> str:
     return f"{SYSTEM} The documents are about: {domain}. Answer as someone who knows this field."
 
 
+# -- condense --------------------------------------------------------------------------------------
+
+CONDENSE = (
+    "Rewrite the user's follow-up question so that it can be understood without the conversation: "
+    "replace words such as it, that, they and there with what they stand for, and add what the "
+    "follow-up leaves out. Keep its meaning; do not answer it. If it is already clear on its own, "
+    "repeat it unchanged. Reply with the rewritten question only, on one line."
+)
+
+
+def condense_request(conversation: str, follow_up: str) -> str:
+    """The user message of the condense call: the recent conversation, then the follow-up."""
+    return f"Conversation:\n{conversation}\n\nFollow-up: {follow_up}"
+
+
+# One example shows the reply wanted: a question again, not an answer to it.
+CONDENSE_EXAMPLE = (
+    condense_request(
+        "User: How long do refunds take?\nAssistant: Refunds are paid within 14 days [1].",
+        "And for orders shipped abroad?",
+    ),
+    "How long do refunds take for orders shipped abroad?",
+)
+
+
 # -- decompose -------------------------------------------------------------------------------------
 
 

@@ -39,7 +39,8 @@ def list_reset_reducer(old: list[Any] | None, new: list[Any] | None) -> list[Any
 class TurnState(TypedDict, total=False):
     """One conversation thread; per-turn fields are reset by the classify node."""
 
-    question: str
+    question: str  # as the user typed it
+    standalone: str  # the question rewritten to stand without the thread (agent/core/steps/condense.py)
     route: str
     domain: str
     sub_questions: list[str]

@@ -60,10 +60,12 @@ LOGGED_SETTINGS = (
     "hybrid_dense_weight",
     "hybrid_keyword_weight",
     "rrf_k",
+    "use_condense",  # not a switch (eval sets are single-turn), so logged here
 )
-RECURSION_LIMIT = 40  # supersteps per turn; the graph needs 7 plus one per sub-question
+RECURSION_LIMIT = 40  # supersteps per turn; the graph needs 8 plus one per sub-question
 # Per-turn fields of the thread's state, reset at the start of every turn.
 FRESH_STATE: dict[str, Any] = {
+    "standalone": "",
     "route": "",
     "domain": "",
     "sub_questions": [],
@@ -212,6 +214,7 @@ class Agent:
             limits=Limits.from_settings(settings, embedded=self.endpoint.embedded),
             search_mode=settings.search_mode,
             research_mode=settings.research_mode,
+            condense=settings.use_condense,
             rerank_method=settings.rerank_method,
             mmr_lambda=settings.mmr_lambda,
             cross_encoder_path=str(settings.cross_encoder_path) if settings.cross_encoder_path else None,

@@ -16,6 +16,7 @@ from evals.doubles.scripted_model import last_user
 from tools.sql.writer import SQL_PROMPT
 
 MARKERS = {
+    "condense": prompts.CONDENSE[:40],
     "decompose": prompts.DECOMPOSE[:40],
     "hyde": prompts.HYDE[:40],
     "rerank": prompts.RERANK[:40],
@@ -52,6 +53,7 @@ class ScriptedModel:
         self.calls: Counter[str] = Counter()
         self.bodies: dict[str, list[dict[str, Any]]] = {}
         self.steps: dict[str, Callable[[dict[str, Any]], str | dict[str, Any]]] = {
+            "condense": self.condense,
             "decompose": self.decompose,
             "hyde": lambda body: "Refunds are paid back within fourteen days after the parcel arrives.",
             "rerank": self.rerank,
@@ -70,6 +72,11 @@ class ScriptedModel:
         self.calls[step] += 1
         self.bodies.setdefault(step, []).append(body)
         return self.steps[step](body)
+
+    @staticmethod
+    def condense(body: dict[str, Any]) -> str:
+        """The follow-up as it was asked (a test scripts a real rewrite where it needs one)."""
+        return last_user(body).rsplit("Follow-up: ", 1)[-1].strip()
 
     @staticmethod
     def decompose(body: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 
 from agent.core.context import TurnContext
 from agent.core.state import TurnState
-from agent.core.steps.common import step
+from agent.core.steps.common import standalone_question, step
 
 SMALLTALK_EXAMPLES = (
     "hi",
@@ -102,7 +102,7 @@ def classify(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
     with step(runtime, "classify") as result:
         embedder = ctx.kb.embedder
         tables = ctx.data_source.list_tables() if ctx.data_source is not None else None
-        route = route_for(state["question"], embedder, tables)
+        route = route_for(standalone_question(state), embedder, tables)
         domain = ctx.kb.description(ctx.collection)
         result["route"] = route
         if domain:

@@ -12,7 +12,7 @@ from langgraph.runtime import Runtime
 
 from agent.core.context import TurnContext
 from agent.core.events import StepEvent, TurnEvent
-from agent.core.state import Passage, Research
+from agent.core.state import Passage, Research, TurnState
 from knowledge.tokens import count_tokens
 from tools.knowledge import format_passages
 
@@ -39,6 +39,11 @@ def step(
     finally:
         seconds = round(time.perf_counter() - started, 3)
         emit(runtime, StepEvent(name, "end", seconds, sub_question, {**detail, **result}))
+
+
+def standalone_question(state: TurnState) -> str:
+    """The question as the steps after condense read it: standalone, or as typed when none was made."""
+    return state.get("standalone") or state["question"]
 
 
 def collect_passages(research: list[Research]) -> list[Passage]:

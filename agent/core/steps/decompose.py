@@ -10,7 +10,7 @@ from langgraph.runtime import Runtime
 from agent.core import prompts
 from agent.core.context import TurnContext
 from agent.core.state import TurnState
-from agent.core.steps.common import step
+from agent.core.steps.common import standalone_question, step
 from agent.models.calls import MalformedReply, ModelCaller
 
 # A rule spares the model call where a question plainly asks one thing.
@@ -66,7 +66,7 @@ def split_question(caller: ModelCaller, question: str, max_parts: int, fewshot: 
 
 def decompose(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
     ctx = runtime.context
-    question = state["question"]
+    question = standalone_question(state)
     with step(runtime, "decompose") as result:
         if not ctx.switches.decompose or not looks_multi_part(question):
             result["sub_questions"] = [question]

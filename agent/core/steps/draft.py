@@ -10,7 +10,7 @@ from agent.core import prompts
 from agent.core.context import TurnContext
 from agent.core.events import TokenEvent
 from agent.core.state import Passage, TurnState
-from agent.core.steps.common import collect_passages, emit, numbered, pack, step
+from agent.core.steps.common import collect_passages, emit, numbered, pack, standalone_question, step
 from knowledge.tokens import count_tokens
 
 PROMPT_OVERHEAD_TOKENS = 350  # system prompt, example and framing around the passages
@@ -19,14 +19,16 @@ PROMPT_OVERHEAD_TOKENS = 350  # system prompt, example and framing around the pa
 def context_passages(state: TurnState, ctx: TurnContext) -> list[Passage]:
     """The passages the draft may use: all sub-questions' passages, packed into the token budget."""
     passages = collect_passages(state.get("research") or [])
-    question_tokens = count_tokens(state["question"]) + sum(count_tokens(s) for s in state.get("sub_questions") or [])
+    question_tokens = count_tokens(standalone_question(state)) + sum(
+        count_tokens(s) for s in state.get("sub_questions") or []
+    )
     window = ctx.limits.context_tokens - ctx.limits.answer_max_tokens - PROMPT_OVERHEAD_TOKENS - 2 * question_tokens
     return pack(passages, max(min(window, ctx.limits.passage_tokens), 0))
 
 
 def draft_messages(state: TurnState, ctx: TurnContext, passages: list[Passage]) -> list[dict[str, Any]]:
     """The draft's conversation; the fact-check and the revision continue it (see prompts.DRAFT)."""
-    question = state["question"]
+    question = standalone_question(state)
     subs = state.get("sub_questions") or [question]
     system: list[dict[str, Any]] = [{"role": "system", "content": prompts.system(state.get("domain", ""))}]
     if not ctx.switches.retrieval:  # the baseline rung: the model alone (with one example on the few-shot rung)

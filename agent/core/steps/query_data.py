@@ -15,7 +15,7 @@ from langgraph.runtime import Runtime
 from agent.core.context import TurnContext
 from agent.core.events import TokenEvent, ToolEvent
 from agent.core.state import TurnState
-from agent.core.steps.common import emit, step
+from agent.core.steps.common import emit, standalone_question, step
 from tools.sql.examples import similar_examples
 from tools.sql.tool import call_sql_tool
 
@@ -60,7 +60,7 @@ def query_data(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any
     ctx = runtime.context
     assert ctx.data_source is not None
     source = ctx.data_source
-    question = state["question"]
+    question = standalone_question(state)
 
     def examples(text: str) -> list[tuple[str, str]]:
         if not ctx.switches.fewshot:
