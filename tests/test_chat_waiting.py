@@ -22,9 +22,11 @@ import pytest
 from agent.chat.browser import CHROMIUM, CHROMIUM_FLAGS
 from agent.chat.handlers import NO_DATABASE, ChatHandlers
 from agent.chat.scripted import ScriptedChat, scripted_chat
+from agent.chat.view import TurnView
 from agent.chat.waiting import MAX_WAITING
 from agent.core.config import Settings
 from agent.core.context import SWITCHES
+from agent.core.events import StepEvent, TokenEvent
 from agent.models.queue import ModelQueue
 from evals.doubles.scripted_agent import ScriptedModel
 from evals.finetune.data import write_jsonl
@@ -80,12 +82,16 @@ def held(chat: ScriptedChat, step: str) -> Iterator[threading.Event]:
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is missing: scripts/install --test installs it with apt-get")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
+    expect.set_options(timeout=30_000)  # how long a state may take to come on a busy machine: a bound, not a goal
+    try:
+        with sync_playwright() as playwright:
+            launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            yield launched
+            launched.close()
+    finally:
+        expect.set_options(timeout=5_000)  # Playwright's default, for the other tests
 
 
 def open_chat(browser: Any, url: str) -> Any:
@@ -127,11 +133,17 @@ def test_steps_checks_and_queued_questions(served: ScriptedChat, browser: Any) -
         expect(chat).to_contain_text("Queued: asked when the answer above ends")
         expect(page.locator("#msg textarea")).to_have_value("")
         expect(page.locator("#notice")).to_have_text("")
-        release.set()
+        with held(served, "draft") as next_draft:
+            release.set()
+            # the check ends with its verdicts; then the queued question is asked in its turn
+            expect(step_title(page, "Fact-check: 2 of 2 sentences supported", running=False)).to_have_count(1)
+            expect(step_title(page, "Write the answer", running=True)).to_be_visible()
+            expect(chat).not_to_contain_text("Queued:")
+            # no "still loading" dots under the finished answer above while this one runs
+            expect(page.locator("#chat .message.pending:visible")).to_have_count(0)
+            next_draft.set()
 
-    # the check ends with its verdicts; then the queued question is asked and answered in turn
     expect(step_title(page, "Fact-check: 2 of 2 sentences supported", running=False)).to_have_count(2)
-    expect(chat).not_to_contain_text("Queued:")
     expect(chat).not_to_contain_text("Checking the answer")
     step_title(page, "Fact-check: 2", running=False).first.click()
     expect(chat).to_contain_text("supported: Fact number 1 is stated.")
@@ -184,6 +196,21 @@ def test_a_reload_keeps_the_steps_and_the_side_panel(served: ScriptedChat, brows
     expect(page.locator("#database input")).to_have_value("shop")
     expect(page.locator("#switch_hyde input")).to_be_checked()
     expect(page.locator("#switch_fact_check input")).not_to_be_checked()
+
+
+def test_a_follow_up_and_a_revision_as_they_happen() -> None:
+    view = TurnView()
+    view.add(StepEvent("condense", "start"))
+    assert view.messages()[0]["metadata"]["title"] == "Understand the follow-up"
+    assert view.messages()[0]["metadata"]["status"] == "pending"
+    view.add(StepEvent("condense", "end", 0.4, detail={"standalone": "What if the server lacks pgvector?"}))
+    assert view.messages()[0]["content"] == "<p>Asked as: What if the server lacks pgvector?</p>"
+    view.add(TokenEvent("The draft."))
+    view.add(StepEvent("revise", "start"))
+    rewriting = "<p><em>Rewriting the answer to keep to the sources…</em></p>"
+    assert view.messages()[-1]["content"] == "<p>The draft.</p>" + rewriting
+    view.add(StepEvent("revise", "end", 1.0))
+    assert view.messages()[-1]["content"] == "<p>The draft.</p>"
 
 
 def test_the_queue_is_bounded_and_stored_choices_are_checked(served: ScriptedChat) -> None:

@@ -361,9 +361,6 @@ class ChatHandlers:
         names = [c["name"] for c in kb.collections() if c["name"] in readable]
         return names if default in names else [default, *names]
 
-    def refresh_collections(self, request: gr.Request | None = None) -> Any:
-        return gr.update(choices=self.collections(request))
-
     def restore_choices(self, saved: Any, request: gr.Request | None = None) -> tuple[Any, ...]:
         """The side panel as this browser left it: the collection, the database and each switch, where the
         saved choice is still one this user may pick (the browser's copy is data, not trust), else the default."""
