@@ -29,8 +29,8 @@ PRIVATE = {"api_visibility": "private"}
 # Gradio's Chatbot shows a "still loading" bubble after every earlier turn that ends in a collapsed message
 # (its cited passages) while a later turn streams; only the last one, under the turn in progress, is true.
 CSS = "#chat .message-wrap > .container:has(.pending):not(:last-child) { display: none; }"
-# Each technique switch: its label, and in one line what it does and what it costs (the model calls it adds;
-# the seconds are per call on the embedded 1.5B model on 2 CPU cores, measured as the README says).
+# Each technique switch: its label, and in one line what it does and what it costs, as the model calls it
+# adds (seconds per call depend on the machine and the model; each step shows its own duration in the chat).
 SWITCH_HELP = {
     "fewshot": ("Few-shot examples", "Shows the model a worked example (for a database: similar SQL); a longer prompt"),
     "retrieval": ("Search the documents", "Answers from the collection's passages, with citations; off: model alone"),
