@@ -24,7 +24,21 @@ from agent.records.users import user_for_token
 
 __all__ = ["ChatServices", "build_app", "launch"]
 STORAGE_KEY = "ladder.chat.v1"
+CHOICES_KEY = "ladder.chat.choices.v1"  # apart from the thread: a turn's updates never overwrite a newer choice
 PRIVATE = {"api_visibility": "private"}
+# Gradio's Chatbot shows a "still loading" bubble after every earlier turn that ends in a collapsed message
+# (its cited passages) while a later turn streams; only the last one, under the turn in progress, is true.
+CSS = "#chat .message-wrap > .container:has(.pending):not(:last-child) { display: none; }"
+# Each technique switch: its label, and in one line what it does and what it costs, as the model calls it
+# adds (seconds per call depend on the machine and the model; each step shows its own duration in the chat).
+SWITCH_HELP = {
+    "fewshot": ("Few-shot examples", "Shows the model a worked example (for a database: similar SQL); a longer prompt"),
+    "retrieval": ("Search the documents", "Answers from the collection's passages, with citations; off: model alone"),
+    "hyde": ("HyDE", "Also searches with an answer the model imagines first: +1 call per sub-question"),
+    "rerank": ("Rerank", "The model picks the relevant passages among 3× as many: +1 call per sub-question"),
+    "decompose": ("Split many-part questions", "Searches each part apart: +1 short call unless a rule splits it"),
+    "fact_check": ("Fact-check", "Checks each sentence against the passages, rewrites once if needed: +1–2 calls"),
+}
 
 
 @dataclass
@@ -43,7 +57,8 @@ class _Page:
     notice: Any
     collection: Any
     database: Any
-    switches: Any
+    switches: dict[str, Any]  # one checkbox per technique
+    choices: Any  # the side panel as the browser keeps it
     files: Any
     ingest_button: Any
     ingest_report: Any
@@ -67,6 +82,7 @@ def build_app(services: ChatServices) -> gr.Blocks:
 def _layout(services: ChatServices, handlers: ChatHandlers) -> _Page:
     settings = services.settings
     browser = gr.BrowserState({"thread": None}, storage_key=STORAGE_KEY, secret=browser_secret(Path(settings.data_dir)))
+    choices = gr.BrowserState({}, storage_key=CHOICES_KEY, secret=browser_secret(Path(settings.data_dir)))
     feedback_id = gr.State(None)
     with gr.Row():
         with gr.Column(scale=4):
@@ -93,8 +109,7 @@ def _layout(services: ChatServices, handlers: ChatHandlers) -> _Page:
             database = gr.Dropdown(
                 handlers.databases(), value=services.database or NO_DATABASE, label="Database", elem_id="database"
             )
-            default_switches = [name for name in SWITCHES if getattr(settings, f"use_{name}")]
-            switches = gr.CheckboxGroup(list(SWITCHES), value=default_switches, label="Techniques")
+            switches = _switch_boxes(settings)
             files = gr.File(label="Add documents to the collection", file_count="multiple", type="filepath")
             ingest_button = gr.Button("Ingest", elem_id="ingest")
             ingest_report = gr.Markdown(elem_id="ingest_report")
@@ -112,19 +127,52 @@ def _layout(services: ChatServices, handlers: ChatHandlers) -> _Page:
         collection,
         database,
         switches,
+        choices,
         files,
         ingest_button,
         ingest_report,
     )
 
 
+def _switch_boxes(settings: Any) -> dict[str, Any]:
+    """One checkbox per technique, each saying what it does and what it costs."""
+    gr.Markdown("**Techniques**")
+    return {
+        name: gr.Checkbox(
+            bool(getattr(settings, f"use_{name}")),
+            label=SWITCH_HELP.get(name, (name, ""))[0],
+            info=SWITCH_HELP.get(name, (name, ""))[1] or None,
+            elem_id=f"switch_{name}",
+        )
+        for name in SWITCHES
+    }
+
+
 def _wire(app: gr.Blocks, page: _Page, handlers: ChatHandlers) -> None:
     p = page
-    turn_inputs = [p.box, p.chat, p.browser, p.collection, p.database, p.switches]
-    turn_outputs = [p.chat, p.box, p.browser]
-    p.box.submit(handlers.respond, turn_inputs, turn_outputs, **PRIVATE)
-    p.send.click(handlers.respond, turn_inputs, turn_outputs, **PRIVATE)
-    p.chat.retry(handlers.retry, [p.chat, p.browser, p.collection, p.database, p.switches], turn_outputs, **PRIVATE)
+    boxes = list(p.switches.values())
+    choices = {p.collection, p.database, *boxes}
+
+    def switches_of(values: dict[Any, Any]) -> list[str]:
+        return [name for name, box in p.switches.items() if values[box]]
+
+    def take_question(values: dict[Any, Any], request: gr.Request) -> tuple[str, str]:
+        return handlers.enqueue(values[p.box], values[p.collection], values[p.database], switches_of(values), request)
+
+    def ask_again(values: dict[Any, Any], evt: gr.RetryData, request: gr.Request) -> Any:
+        chosen = values[p.collection], values[p.database], switches_of(values)
+        yield from handlers.retry(values[p.chat], values[p.browser], *chosen, evt, request)
+
+    def keep_choices(values: dict[Any, Any]) -> dict[str, Any]:
+        return handlers.save_choices(values[p.collection], values[p.database], switches_of(values))
+
+    # A question goes into the page's queue at once (never dropped while an answer streams); the runner
+    # asks the waiting ones in order. "multiple": a question sent as the last answer ends still starts one.
+    for trigger in (p.box.submit, p.send.click):
+        trigger(take_question, {p.box, *choices}, [p.box, p.notice], queue=False, **PRIVATE).then(
+            handlers.run_waiting, [p.chat, p.browser], [p.chat, p.browser], trigger_mode="multiple", **PRIVATE
+        )
+    p.chat.retry(ask_again, {p.chat, p.browser, *choices}, [p.chat, p.browser], **PRIVATE)
     p.chat.undo(handlers.undo, [p.chat], [p.chat, p.box], **PRIVATE)
     p.chat.like(handlers.like, [p.chat], [p.feedback_box, p.feedback_id, p.notice], **PRIVATE)
     p.chat.clear(handlers.new_chat, None, [p.browser, p.chat, p.box], **PRIVATE)
@@ -136,9 +184,11 @@ def _wire(app: gr.Blocks, page: _Page, handlers: ChatHandlers) -> None:
         **PRIVATE,
     )
     p.ingest_button.click(handlers.ingest, [p.files, p.collection], [p.ingest_report], **PRIVATE)
+    side_panel = [c.input for c in (p.collection, p.database, *boxes)]  # the user's changes, not restore's
+    gr.on(side_panel, keep_choices, choices, [p.choices], queue=False, **PRIVATE)
     app.load(handlers.restore, [p.browser], [p.browser, p.chat], **PRIVATE)
-    app.load(handlers.refresh_collections, None, [p.collection], **PRIVATE)
-    app.load(lambda: gr.update(choices=handlers.databases()), None, [p.database], **PRIVATE)
+    app.load(handlers.restore_choices, [p.choices], [p.collection, p.database, *boxes], **PRIVATE)
+    app.unload(handlers.forget)
 
 
 def launch(
@@ -182,5 +232,6 @@ def launch(
         run_history=False,
         footer_links=["api"],
         theme=gr.themes.Default(),
+        css=CSS,
         ssr_mode=False,
     )

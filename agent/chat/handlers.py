@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,13 @@ from agent.chat.view import (
     answer_message,
     citation_messages,
     error_message,
+    logged_steps,
     question_of,
+    queued_message,
     turn_id_of,
     user_message,
 )
+from agent.chat.waiting import MAX_WAITING, Asked, SessionQuestions
 from agent.core.context import SWITCHES
 from agent.core.events import TurnEvent
 from agent.core.results import Citation, TurnResult
@@ -97,19 +100,27 @@ class TurnRun:
             log.exception("turn failed")
             self.error = f"the turn failed unexpectedly ({type(exc).__name__}); see the server log"
 
-    def stream(self) -> Iterator[list[dict[str, Any]]]:
-        """The turn's messages so far, again and again until it ends; the last one is the finished turn."""
+    def stream(self, watch: Callable[[], object] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """The turn's messages so far, again and again until it ends; the last one is the finished turn.
+
+        An update goes out at most every YIELD_EVERY_S and at most that long after a change, so a step
+        that starts right after another ends is on screen for as long as it runs. ``watch``: a value
+        that changes when the page around the turn does (questions queued behind it).
+        """
         worker = threading.Thread(target=self._run, name="ladder-turn", daemon=True)
         worker.start()
         view = TurnView()
-        last = 0.0
+        last, changed, seen = 0.0, False, watch() if watch else None
         while worker.is_alive() or not self.events.empty():
             try:
-                view.add(self.events.get(timeout=0.05))
+                view.add(self.events.get(timeout=YIELD_EVERY_S))
+                changed = True
             except queue.Empty:
-                continue
-            if time.perf_counter() - last >= YIELD_EVERY_S:
-                last = time.perf_counter()
+                pass
+            if watch is not None and (now := watch()) != seen:
+                seen, changed = now, True
+            if changed and time.perf_counter() - last >= YIELD_EVERY_S:
+                last, changed = time.perf_counter(), False
                 yield view.messages()
         worker.join()
         if self.result is None:
@@ -124,6 +135,7 @@ class ChatHandlers:
     def __init__(self, services: ChatServices) -> None:
         self.services = services
         self.agent = services.agent
+        self.waiting = SessionQuestions()
 
     # -- threads -----------------------------------------------------------------------------------
 
@@ -167,7 +179,8 @@ class ChatHandlers:
                 turns = thread_turns(conn, thread)
             for turn in turns:
                 history.append(user_message(turn["question"]))
-                answer = turn["answer"] or (f"**Error:** {turn['error']}" if turn["error"] else "(no answer)")
+                history += logged_steps(turn.get("events") or [], turn["turn_id"][:8])
+                answer = turn["answer"] or (f"**Error:** {turn['error']}" if turn["error"] else _no_answer(turn))
                 history.append(answer_message(answer, turn["turn_id"]))
                 cited = [Citation.from_dict(c) for c in turn["citations"] or []]
                 if cited:
@@ -193,31 +206,90 @@ class ChatHandlers:
         request: gr.Request | None = None,
     ) -> Iterator[tuple[list[dict[str, Any]], str, dict[str, Any]]]:
         """Stream one turn: the question, then each step and the answer as they happen."""
-        state = {"thread": (state or {}).get("thread") or uuid.uuid4().hex}
+        state = _thread_state(state)
         question = (message or "").strip()
-        history = list(history or [])
         if not question:
-            yield history, "", state
+            yield list(history or []), "", state
             return
-        history.append(user_message(question))
-        yield history, "", state
+        for shown in self._turn(self.asked(question, collection, database, switches), history or [], state, request):
+            yield shown, "", state
+
+    def asked(self, question: str, collection: str, database: str, switches: list[str]) -> Asked:
+        """A question with the side panel's choices (the default collection when none is picked)."""
+        return Asked(
+            question,
+            collection or self.services.settings.collection,
+            None if database in ("", NO_DATABASE, None) else database,
+            {name: name in (switches or []) for name in SWITCHES},
+        )
+
+    def _turn(
+        self,
+        asked: Asked,
+        history: list[dict[str, Any]],
+        state: dict[str, Any],
+        request: gr.Request | None,
+        watch: Callable[[], object] | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The chat while one question is answered: the history, the question, its steps and answer."""
+        history = [*history, user_message(asked.question)]
+        yield history
         try:
             user = self.user(request)
         except AccessError as exc:
-            yield [*history, error_message(str(exc))], "", state
+            yield [*history, error_message(str(exc))]
             return
         turn = TurnRequest(
-            question,
-            collection or self.services.settings.collection,
+            asked.question,
+            asked.collection,
             state["thread"],
-            {name: name in (switches or []) for name in SWITCHES},
-            None if database in ("", NO_DATABASE) else database,
+            asked.switches,
+            asked.database,
             face="ui",
             user=user,
         )
-        turn_run = TurnRun(self.agent, turn)
-        for messages in turn_run.stream():
-            yield history + messages, "", state
+        for messages in TurnRun(self.agent, turn).stream(watch):
+            yield history + messages
+
+    # -- questions asked while a turn runs ---------------------------------------------------------
+
+    def enqueue(
+        self, message: str, collection: str, database: str, switches: list[str], request: gr.Request | None = None
+    ) -> tuple[str, str]:
+        """Take a question from the box (the box and a notice come back): it is asked at once, or
+        after the session's running turn; an empty question or a full queue is said, the text kept."""
+        question = (message or "").strip()
+        if not question:
+            return message or "", "Type a question first."
+        if not self.waiting.add(session_key(request), self.asked(question, collection, database, switches)):
+            return message, (
+                f"{MAX_WAITING} questions are already waiting for the answer above: "
+                "send this one when one of them has been answered."
+            )
+        return "", ""
+
+    def run_waiting(
+        self, history: list[dict[str, Any]], state: dict[str, Any] | None, request: gr.Request | None = None
+    ) -> Iterator[tuple[Any, Any]]:
+        """Ask the session's waiting questions one after another, each shown as queued until its turn;
+        nothing changes when another call already asks them (that one will ask the new question too)."""
+        key = session_key(request)
+        if not self.waiting.claim(key):
+            yield gr.skip(), gr.skip()
+            return
+        state = _thread_state(state)
+        chat = list(history or [])
+
+        def queued() -> list[dict[str, Any]]:
+            return [queued_message(asked.question) for asked in self.waiting.waiting(key)]
+
+        try:
+            while (asked := self.waiting.next(key)) is not None:
+                for shown in self._turn(asked, chat, state, request, lambda: self.waiting.changes(key)):
+                    yield [*shown, *queued()], state
+                chat = shown
+        finally:
+            self.waiting.release(key)
 
     def retry(
         self,
@@ -228,10 +300,17 @@ class ChatHandlers:
         switches: list[str],
         evt: gr.RetryData,
         request: gr.Request | None = None,
-    ) -> Iterator[tuple[list[dict[str, Any]], str, dict[str, Any]]]:
-        """Ask the last question again (a new turn in the same thread)."""
-        question = question_of(evt.value)
-        yield from self.respond(question, history[: evt.index], state, collection, database, switches, request)
+    ) -> Iterator[tuple[Any, Any]]:
+        """Ask the last question again (a new turn in the same thread), ahead of any waiting question."""
+        asked = self.asked(question_of(evt.value), collection, database, switches)
+        if not self.waiting.add(session_key(request), asked, first=True):
+            yield gr.skip(), gr.skip()
+            return
+        yield from self.run_waiting(history[: evt.index], state, request)
+
+    def forget(self, request: gr.Request | None = None) -> None:
+        """A page closed: its waiting questions go."""
+        self.waiting.forget(session_key(request))
 
     def undo(self, history: list[dict[str, Any]], evt: gr.UndoData) -> tuple[list[dict[str, Any]], str]:
         """Take the last question back into the box (the logged turn stays in the log)."""
@@ -282,8 +361,30 @@ class ChatHandlers:
         names = [c["name"] for c in kb.collections() if c["name"] in readable]
         return names if default in names else [default, *names]
 
-    def refresh_collections(self, request: gr.Request | None = None) -> Any:
-        return gr.update(choices=self.collections(request))
+    def restore_choices(self, saved: Any, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """The side panel as this browser left it: the collection, the database and each switch, where the
+        saved choice is still one this user may pick (the browser's copy is data, not trust), else the default."""
+        saved = saved if isinstance(saved, dict) else {}
+        settings = self.services.settings
+        collections, databases = self.collections(request), self.databases()
+        collection = saved.get("collection") if saved.get("collection") in collections else settings.collection
+        database = saved.get("database") if saved.get("database") in databases else None
+        database = database or (self.services.database if self.services.database in databases else NO_DATABASE)
+        switches = saved.get("switches") if isinstance(saved.get("switches"), dict) else {}
+        values = [
+            switches[name] if isinstance(switches.get(name), bool) else bool(getattr(settings, f"use_{name}"))
+            for name in SWITCHES
+        ]
+        return gr.update(choices=collections, value=collection), gr.update(choices=databases, value=database), *values
+
+    @staticmethod
+    def save_choices(collection: str, database: str, switches: list[str]) -> dict[str, Any]:
+        """What the browser keeps of the side panel (restore_choices checks it when the page opens again)."""
+        return {
+            "collection": collection,
+            "database": database,
+            "switches": {name: name in (switches or []) for name in SWITCHES},
+        }
 
     def databases(self) -> list[str]:
         with self.agent.kb.db.connection() as conn:
@@ -318,6 +419,21 @@ class ChatHandlers:
             return f"**Error:** cannot store uploads: {exc.strerror or exc}"
         progress(1, desc="done")
         return upload_report(report, staged, collection)
+
+
+def session_key(request: gr.Request | None) -> str:
+    """The browser page a call comes from (one page, one queue of questions)."""
+    return str(getattr(request, "session_hash", None) or "local")
+
+
+def _no_answer(turn: dict[str, Any]) -> str:
+    if turn.get("status") == "running":
+        return "(still being answered when this page opened: reload to see the answer)"
+    return "(no answer)"
+
+
+def _thread_state(state: dict[str, Any] | None) -> dict[str, Any]:
+    return {"thread": (state or {}).get("thread") or uuid.uuid4().hex}
 
 
 def upload_report(report: Any, staged: Any, collection: str) -> str:

@@ -14,6 +14,7 @@ from agent.core.config import Settings
 from agent.core.turn import Agent, open_checkpointer
 from agent.models.endpoint import ChatEndpoint
 from agent.models.local_server import free_port
+from agent.models.queue import ModelQueue
 from evals.doubles.scripted_agent import ScriptedModel
 from evals.doubles.scripted_model import ScriptedOpenAI
 from knowledge.base import KnowledgeBase
@@ -37,13 +38,15 @@ def scripted_chat(
     delay_s: float = 0.0,
     token_delay_s: float = 0.0,
     max_retries: int = 0,
+    queue: ModelQueue | None = None,
 ) -> Iterator[ScriptedChat]:
-    """Serve the chat for ``kb`` with ``model`` answering (after ``delay_s`` per call); yields where it is."""
+    """Serve the chat for ``kb`` with ``model`` answering (after ``delay_s`` per call); yields where it is.
+    ``queue``: turns take the model one after another, as on the embedded model."""
     with ScriptedOpenAI(chat=model, delay_s=delay_s, token_delay_s=token_delay_s) as server:
         settings = settings.model_copy(update={"openai_base_url": server.base_url, "chat_model": "scripted"})
         client = openai.OpenAI(api_key="scripted", base_url=server.base_url, max_retries=max_retries, timeout=120)
         with open_checkpointer(kb.db) as checkpointer:
-            agent = Agent(settings, kb, ChatEndpoint(client, "scripted"), checkpointer)
+            agent = Agent(settings, kb, ChatEndpoint(client, "scripted", queue=queue), checkpointer)
             services = ChatServices(agent, "scripted", login=login)
             app = build_app(services)
             port = free_port()

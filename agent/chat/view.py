@@ -16,16 +16,22 @@ import uuid
 from typing import Any
 
 from agent.chat.safe_html import html_text, markdown_html, text_html
-from agent.core.events import StepEvent, TokenEvent, ToolEvent, TurnEvent
+from agent.core.events import QueueEvent, StepEvent, TokenEvent, ToolEvent, TurnEvent, VerdictEvent
 from agent.core.results import Citation, TurnResult
 
-STEP_TITLES = {
-    "condense": "Read the follow-up",
+STEP_TITLES = {  # the steps the chat shows, each from its start (pending) to its end (done, with its duration)
+    "condense": "Understand the follow-up",
     "decompose": "Split the question",
     "research": "Research",
     "query_data": "Query the database",
+    "draft": "Write the answer",
     "fact_check": "Fact-check",
     "revise": "Revise the answer",
+}
+# Under the streamed answer while a step still works on it: the text above is not the last word yet
+WORKING_ON_ANSWER = {
+    "fact_check": "Checking the answer against the sources…",
+    "revise": "Rewriting the answer to keep to the sources…",
 }
 CITED_CHARS = 1500  # of a passage shown under its citation
 ANSWER_ID_PREFIX = "turn:"
@@ -34,11 +40,13 @@ ANSWER_ID_PREFIX = "turn:"
 class TurnView:
     """Accumulates a turn's events (agent.core.turn.Agent.ask's on_event) into chat messages."""
 
-    def __init__(self) -> None:
-        self.key = uuid.uuid4().hex[:8]  # ids must be unique in the whole chat, not only in the turn
+    def __init__(self, key: str | None = None) -> None:
+        self.key = key or uuid.uuid4().hex[:8]  # ids must be unique in the whole chat, not only in the turn
         self.steps: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
         self.answer = ""
+        self.ahead = 0  # turns that go first on the model (agent/models/queue.py)
+        self.verdicts: list[VerdictEvent] = []
         self.started = time.perf_counter()
 
     def _step_id(self, event: StepEvent) -> str:
@@ -58,6 +66,10 @@ class TurnView:
                 self._step(event)
             case ToolEvent():
                 self._tool(event)
+            case QueueEvent(ahead=ahead):
+                self.ahead = ahead
+            case VerdictEvent():
+                self.verdicts.append(event)
 
     def _step(self, event: StepEvent) -> None:
         step_id = self._step_id(event)
@@ -73,6 +85,9 @@ class TurnView:
             metadata["status"] = "done"
             metadata["duration"] = float(event.seconds or 0.0)
             content = content or _step_summary(event.step, event.detail)
+            if event.step == "fact_check":
+                metadata["title"] = _checked_title(event.detail)
+                content = _verdict_list(self.verdicts) or content
         self._add(step_id, {"role": "assistant", "content": content, "metadata": metadata})
 
     def _tool(self, event: ToolEvent) -> None:
@@ -87,11 +102,19 @@ class TurnView:
         self._add(tool_id, {"role": "assistant", "content": _tool_result(event.result), "metadata": metadata})
 
     def messages(self) -> list[dict[str, Any]]:
-        """The turn so far: its steps, then the answer as it streams (new objects every call)."""
-        out = [shown(self.steps[i]) for i in self.order]
+        """The turn so far: its place in the model's queue, its steps, then the answer as it streams
+        (with a line under it while the answer is still being checked); new objects every call."""
+        out = [waiting_message(self.ahead, self.key)] if self.ahead > 0 else []
+        out += [shown(self.steps[i]) for i in self.order]
         if self.answer:
-            out.append({"role": "assistant", "content": markdown_html(self.answer)})
+            working = [text for step, text in WORKING_ON_ANSWER.items() if self._pending(step)]
+            note = "".join(markdown_html(f"*{text}*") for text in working)
+            out.append({"role": "assistant", "content": markdown_html(self.answer) + note})
         return out
+
+    def _pending(self, step: str) -> bool:
+        message = self.steps.get(f"{self.key}:{step}")
+        return message is not None and message["metadata"].get("status") == "pending"
 
     def finish(self, result: TurnResult) -> list[dict[str, Any]]:
         """The finished turn: steps (fact-check verdicts filled in), the final answer and its citations."""
@@ -99,12 +122,10 @@ class TurnView:
             metadata = message["metadata"]
             if metadata.get("status") == "pending":  # a step cut short by an error
                 metadata["status"] = "done"
-        verdicts = result.fact_check
         fact_check = self.steps.get(f"{self.key}:fact_check")
-        if fact_check is not None and verdicts:
-            fact_check["content"] = "\n".join(
-                f"- {'supported' if v['supported'] else 'NOT supported'}: {v['claim']}" for v in verdicts
-            )
+        if fact_check is not None and result.fact_check:
+            verdicts = [VerdictEvent(v["claim"], v["supported"], v.get("evidence") or []) for v in result.fact_check]
+            fact_check["content"] = _verdict_list(verdicts)
         out = [shown(self.steps[i]) for i in self.order]
         text = result.answer or self.answer
         if result.error and result.error not in text:
@@ -112,6 +133,46 @@ class TurnView:
         out.append(answer_message(text, result.turn_id))
         out += citation_messages(result.citations, list(result.passages), self.key)
         return out
+
+
+def logged_steps(events: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """A finished turn's steps again, from the events the turn log keeps (``to_dict()`` forms)."""
+    view = TurnView(key)
+    for data in events:
+        event = logged_event(data)
+        if event is not None:
+            view.add(event)
+    return [shown(view.steps[i]) for i in view.order]
+
+
+def logged_event(data: dict[str, Any]) -> TurnEvent | None:
+    """A turn event from its ``to_dict()`` form; None for a kind this chat does not know."""
+    fields = {k: v for k, v in data.items() if k != "type"}
+    match data.get("type"):
+        case "step" if "step" in fields and fields.get("status") in ("start", "end"):
+            known = {"step", "status", "seconds", "sub_question"}
+            detail = {k: v for k, v in fields.items() if k not in known}
+            seconds, sub = fields.get("seconds"), fields.get("sub_question")
+            return StepEvent(fields["step"], fields["status"], seconds, sub, detail)
+        case "tool" if "name" in fields:
+            arguments = fields.get("arguments") or {}
+            return ToolEvent(fields["name"], arguments, fields.get("result"), fields.get("sub_question"))
+        case "verdict" if "claim" in fields:
+            return VerdictEvent(fields["claim"], bool(fields.get("supported")), list(fields.get("evidence") or []))
+        case "queue":
+            return QueueEvent(int(fields.get("ahead") or 0), float(fields.get("seconds") or 0.0))
+    return None
+
+
+def waiting_message(ahead: int, key: str) -> dict[str, Any]:
+    """The turn's place in the model's queue, while other turns go first."""
+    title = f"Waiting for the model: {ahead} question{'s' if ahead != 1 else ''} ahead"
+    return {"role": "assistant", "content": "", "metadata": {"title": title, "id": f"{key}:queue", "status": "pending"}}
+
+
+def queued_message(question: str) -> dict[str, Any]:
+    """A question typed while an answer streams: shown as asked, marked as waiting its turn."""
+    return {"role": "user", "content": f"{text_html(question)}<br><em>Queued: asked when the answer above ends</em>"}
 
 
 def shown(message: dict[str, Any]) -> dict[str, Any]:
@@ -200,11 +261,27 @@ def _step_summary(step: str, detail: dict[str, Any]) -> str:
         return f"{len(detail.get('passages') or [])} passages kept"
     if step == "query_data":
         return f"{detail.get('rows', 0)} rows after {detail.get('attempts', 1)} attempt(s)"
+    if step == "condense":
+        return f"Asked as: {detail['standalone']}" if detail.get("standalone") else ""
+    if step == "draft":
+        return f"from {detail['passages']} passages" if detail.get("passages") else ""
     if step == "fact_check":
         if detail.get("error"):
             return f"could not check: {detail['error']}"
         return f"{detail.get('claims', 0)} claims, {detail.get('unsupported', 0)} unsupported"
     return ""
+
+
+def _checked_title(detail: dict[str, Any]) -> str:
+    if detail.get("error") or not detail.get("claims"):
+        return STEP_TITLES["fact_check"]
+    claims = int(detail["claims"])
+    supported = claims - int(detail.get("unsupported") or 0)
+    return f"{STEP_TITLES['fact_check']}: {supported} of {claims} sentence{'s' if claims != 1 else ''} supported"
+
+
+def _verdict_list(verdicts: list[VerdictEvent]) -> str:
+    return "\n".join(f"- {'supported' if v.supported else 'NOT supported'}: {v.claim}" for v in verdicts)
 
 
 def _tool_result(result: Any) -> str:

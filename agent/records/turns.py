@@ -167,7 +167,7 @@ def thread_turns(conn: psycopg.Connection, thread_id: str, limit: int = 200) -> 
     return (
         conn.cursor(row_factory=dict_row)
         .execute(
-            "SELECT turn_id, question, answer, citations, status, error FROM turns WHERE thread_id = %s"
+            "SELECT turn_id, question, answer, citations, status, error, events FROM turns WHERE thread_id = %s"
             " ORDER BY started_at, turn_id LIMIT %s",
             (thread_id, limit),
         )
