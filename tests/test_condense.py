@@ -327,5 +327,5 @@ def test_the_chat_shows_the_step_only_for_a_follow_up() -> None:
     view.add(StepEvent("condense", "start", detail={"needs_context": True}))
     view.add(StepEvent("condense", "end", 1.2, detail={"needs_context": True, "standalone": STANDALONE}))
     (shown,) = view.messages()
-    assert shown["metadata"]["title"] == "Read the follow-up" and shown["metadata"]["status"] == "done"
+    assert shown["metadata"]["title"] == "Understand the follow-up" and shown["metadata"]["status"] == "done"
     assert "Rotterdam warehouse" in shown["content"]
