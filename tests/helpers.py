@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.core.events import QueueEvent, StepEvent, TokenEvent, ToolEvent, TurnEvent, VerdictEvent
+from agent.core.events import TurnEvent
+from agent.core.events import event_from_dict as core_event_from_dict
 
 
 def make_pdf(*pages: str, title: str | None = None) -> bytes:
@@ -101,20 +102,8 @@ def form_bomb_pdf(draws: int, form: bytes, padding: int = 0) -> bytes:
 
 
 def event_from_dict(data: dict[str, Any]) -> TurnEvent:
-    """A typed turn event from its ``to_dict()`` form (as the turn log keeps it)."""
-    fields = {k: v for k, v in data.items() if k != "type"}
-    match data.get("type"):
-        case "token":
-            return TokenEvent(fields["text"])
-        case "queue":
-            return QueueEvent(int(fields["ahead"]), float(fields.get("seconds") or 0.0))
-        case "verdict":
-            return VerdictEvent(fields["claim"], bool(fields["supported"]), list(fields.get("evidence") or []))
-        case "tool":
-            return ToolEvent(fields["name"], fields["arguments"], fields.get("result"), fields.get("sub_question"))
-        case "step":
-            known = {"step", "status", "seconds", "sub_question"}
-            detail = {k: v for k, v in fields.items() if k not in known}
-            seconds, sub = fields.get("seconds"), fields.get("sub_question")
-            return StepEvent(fields["step"], fields["status"], seconds, sub, detail)
-    raise ValueError(f"not a turn event: {data!r}")
+    """A typed turn event from its ``to_dict()`` form; an unknown kind is an error in a test."""
+    event = core_event_from_dict(data)
+    if event is None:
+        raise ValueError(f"not a turn event: {data!r}")
+    return event

@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from agent.chat.safe_html import html_text, markdown_html, text_html
-from agent.core.events import QueueEvent, StepEvent, TokenEvent, ToolEvent, TurnEvent, VerdictEvent
+from agent.core.events import QueueEvent, StepEvent, TokenEvent, ToolEvent, TurnEvent, VerdictEvent, event_from_dict
 from agent.core.results import Citation, TurnResult
 
 STEP_TITLES = {  # the steps the chat shows, each from its start (pending) to its end (done, with its duration)
@@ -139,29 +139,10 @@ def logged_steps(events: list[dict[str, Any]], key: str) -> list[dict[str, Any]]
     """A finished turn's steps again, from the events the turn log keeps (``to_dict()`` forms)."""
     view = TurnView(key)
     for data in events:
-        event = logged_event(data)
+        event = event_from_dict(data)
         if event is not None:
             view.add(event)
     return [shown(view.steps[i]) for i in view.order]
-
-
-def logged_event(data: dict[str, Any]) -> TurnEvent | None:
-    """A turn event from its ``to_dict()`` form; None for a kind this chat does not know."""
-    fields = {k: v for k, v in data.items() if k != "type"}
-    match data.get("type"):
-        case "step" if "step" in fields and fields.get("status") in ("start", "end"):
-            known = {"step", "status", "seconds", "sub_question"}
-            detail = {k: v for k, v in fields.items() if k not in known}
-            seconds, sub = fields.get("seconds"), fields.get("sub_question")
-            return StepEvent(fields["step"], fields["status"], seconds, sub, detail)
-        case "tool" if "name" in fields:
-            arguments = fields.get("arguments") or {}
-            return ToolEvent(fields["name"], arguments, fields.get("result"), fields.get("sub_question"))
-        case "verdict" if "claim" in fields:
-            return VerdictEvent(fields["claim"], bool(fields.get("supported")), list(fields.get("evidence") or []))
-        case "queue":
-            return QueueEvent(int(fields.get("ahead") or 0), float(fields.get("seconds") or 0.0))
-    return None
 
 
 def waiting_message(ahead: int, key: str) -> dict[str, Any]:

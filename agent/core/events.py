@@ -77,3 +77,24 @@ class QueueEvent:
 
 
 TurnEvent = StepEvent | ToolEvent | TokenEvent | VerdictEvent | QueueEvent
+
+
+def event_from_dict(data: dict[str, Any]) -> TurnEvent | None:
+    """A turn event from its ``to_dict()`` form (as the turn log keeps it); None for a kind not known."""
+    fields = {k: v for k, v in data.items() if k != "type"}
+    match data.get("type"):
+        case "step" if "step" in fields and fields.get("status") in ("start", "end"):
+            known = {"step", "status", "seconds", "sub_question"}
+            detail = {k: v for k, v in fields.items() if k not in known}
+            seconds, sub = fields.get("seconds"), fields.get("sub_question")
+            return StepEvent(fields["step"], fields["status"], seconds, sub, detail)
+        case "tool" if "name" in fields:
+            arguments = fields.get("arguments") or {}
+            return ToolEvent(fields["name"], arguments, fields.get("result"), fields.get("sub_question"))
+        case "verdict" if "claim" in fields:
+            return VerdictEvent(fields["claim"], bool(fields.get("supported")), list(fields.get("evidence") or []))
+        case "token" if "text" in fields:
+            return TokenEvent(str(fields["text"]))
+        case "queue":
+            return QueueEvent(int(fields.get("ahead") or 0), float(fields.get("seconds") or 0.0))
+    return None
