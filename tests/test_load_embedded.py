@@ -28,7 +28,7 @@ def test_four_sessions_at_once_on_the_embedded_model_each_get_their_own_answer(k
     assert report["problems"] == []
     together = report["together"]
     assert together["turns"] == together["answered"] == 4
-    assert together["turns_that_waited"] == 4 and together["most_ahead"] >= 3  # behind the bench's hold
+    assert together["turns_that_waited"] == 4 and together["most_ahead"] == 4  # the last of four, behind the hold
     assert report["model"] == "qwen2.5-coder-0.5b-instruct"
     assert not any(c["name"].startswith("load-embedded-") for c in kb.collections())  # dropped afterwards
 

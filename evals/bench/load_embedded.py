@@ -181,6 +181,8 @@ def _scratch_knowledge_base(settings: Settings) -> Iterator[KnowledgeBase]:
     from agent.core.assemble import open_knowledge_base
 
     with tempfile.TemporaryDirectory(prefix="ladder-load-") as folder:
+        # run as root, the database runs as its own system user, who must enter (not list) the folder
+        Path(folder).chmod(0o711)
         scratch = settings.model_copy(update={"data_dir": Path(folder), "database_url": None})
         with open_knowledge_base(scratch) as kb:
             yield kb
@@ -210,25 +212,18 @@ def run_embedded_load(
         raise FileNotFoundError(f"Ladder's docs folder {DOCS_FOLDER} is missing: run the bench from a checkout")
     run_key = uuid.uuid4().hex[:8]
     collection = f"load-embedded-{run_key}"
-    # the embedded model, whatever endpoint is configured; one more chat worker than sessions
-    settings = settings.model_copy(
-        update={
-            "openai_base_url": None,
-            "openai_api_key": None,
-            "collection": collection,
-            "ui_concurrency": sessions + 1,
-        }
-    )
-    with _scratch_knowledge_base(settings) if kb is None else nullcontext(kb) as kb:
+    # the embedded model, whatever endpoint is configured
+    settings = settings.model_copy(update={"openai_base_url": None, "openai_api_key": None, "collection": collection})
+    with _scratch_knowledge_base(settings) if kb is None else nullcontext(kb) as base:
         try:
-            kb.ingest([DOCS_FOLDER], collection, progress=False)
-            with open_agent(settings, kb=kb) as agent, serve(agent) as served:
+            base.ingest([DOCS_FOLDER], collection, progress=False)
+            with open_agent(settings, kb=base) as agent, serve(agent) as served:
                 queued = agent.endpoint.queue is not None
                 run = _Run(served.url, collection, run_key, sessions, questions).connect()
                 seconds, problems = _drive(run, agent.endpoint.queue, baseline)
-            rows = _logged_turns(kb, run_key)
+            rows = _logged_turns(base, run_key)
         finally:
-            with kb.db.connection() as conn:
+            with base.db.connection() as conn:
                 drop_collection(conn, collection)
                 conn.commit()
     phases = {p: _phase_figures(run.turns, rows, p, s) for p, s in seconds.items()}
@@ -248,7 +243,7 @@ def run_embedded_load(
 def _drive(run: _Run, queue: Any, baseline: bool) -> tuple[dict[str, float], list[str]]:
     """With a baseline, a warm-up turn (the first embedding, the model's first prompt: in neither phase)
     and the baseline; then the sessions at once. Each phase's seconds."""
-    seconds = {}
+    seconds: dict[str, float] = {}
     if baseline:
         run.ask("warmup", 0, 0, QUESTIONS[session_document(0)][0])
         seconds["alone"] = run.alone()
