@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from agent.chat.scripted import loopback_chat
@@ -90,3 +94,14 @@ def test_the_check_finds_broken_lost_crossed_and_unqueued_turns() -> None:
     assert f"together-{run.run_key}-5: {QUESTIONS['architecture.md'][0]!r} logged 0 times, not once" in problems
     assert "together session 6 turn 0: its places in line read [1, 2, 0]" in problems
     assert len(problems) == 11
+
+
+def test_the_embedded_load_refuses_the_scripted_models_options() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "bench", "load", "--embedded", "--users"],
+        env={**os.environ, "COLUMNS": "300"},  # the message on one line
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "for the scripted model" in done.stderr
