@@ -1,5 +1,6 @@
 """The real chat server on a loopback port, its agent on a scripted OpenAI-compatible model: what
-the browser, API, MCP and load checks talk to."""
+the browser, API, MCP and load checks talk to (``loopback_chat`` serves any agent, the embedded
+model's included, for `ladder bench load --embedded`)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,28 @@ from knowledge.base import KnowledgeBase
 
 
 @dataclass
-class ScriptedChat:
+class LoopbackChat:
     url: str
     agent: Agent
     services: ChatServices
+
+
+@dataclass
+class ScriptedChat(LoopbackChat):
     model_server: ScriptedOpenAI
+
+
+@contextmanager
+def loopback_chat(agent: Agent, model_name: str | None = None, *, login: bool = False) -> Iterator[LoopbackChat]:
+    """Serve the chat for ``agent`` on a free loopback port until the block ends; yields where it is."""
+    services = ChatServices(agent, model_name or agent.model, login=login)
+    app = build_app(services)
+    port = free_port()
+    launch(app, host="127.0.0.1", port=port, services=services, block=False)
+    try:
+        yield LoopbackChat(f"http://127.0.0.1:{port}/", agent, services)
+    finally:
+        app.close()
 
 
 @contextmanager
@@ -47,11 +65,5 @@ def scripted_chat(
         client = openai.OpenAI(api_key="scripted", base_url=server.base_url, max_retries=max_retries, timeout=120)
         with open_checkpointer(kb.db) as checkpointer:
             agent = Agent(settings, kb, ChatEndpoint(client, "scripted", queue=queue), checkpointer)
-            services = ChatServices(agent, "scripted", login=login)
-            app = build_app(services)
-            port = free_port()
-            launch(app, host="127.0.0.1", port=port, services=services, block=False)
-            try:
-                yield ScriptedChat(f"http://127.0.0.1:{port}/", agent, services, server)
-            finally:
-                app.close()
+            with loopback_chat(agent, "scripted", login=login) as served:
+                yield ScriptedChat(served.url, agent, served.services, server)

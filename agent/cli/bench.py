@@ -23,7 +23,9 @@ def bench_agent(
 
 
 def bench_load(
-    sessions: Annotated[int, typer.Option(min=1, max=200, help="Concurrent chat sessions.")] = 20,
+    sessions: Annotated[
+        int | None, typer.Option(min=1, max=200, help="Concurrent chat sessions (default 20; 4 with --embedded).")
+    ] = None,
     turns: Annotated[int, typer.Option(min=1, max=50, help="Questions per session.")] = 3,
     latency: Annotated[float, typer.Option(min=0.0, max=30.0, help="Seconds the scripted model takes per call.")] = 0.2,
     users: Annotated[
@@ -33,11 +35,29 @@ def bench_load(
         float, typer.Option(min=0.0, max=500.0, help="Wrong logins a second during a second run (turns --users on).")
     ] = 0.0,
     flood_addresses: Annotated[int, typer.Option(min=1, max=250, help="Loopback addresses the flood comes from.")] = 1,
+    embedded: Annotated[
+        bool, typer.Option("--embedded", help="The real embedded model over Ladder's docs/, not a scripted one.")
+    ] = False,
+    questions: Annotated[int, typer.Option(min=1, max=3, help="With --embedded: questions per session.")] = 2,
+    model: Annotated[
+        str | None, typer.Option(help="With --embedded: the local model (default LADDER_LOCAL_MODEL, the 1.5B).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="With --embedded: print the figures as JSON.")] = False,
 ) -> None:
     """Concurrent sessions through the chat server's API (loopback, scripted model): throughput, p50/p95,
     and a check that every turn is logged once, in its own thread, with its own answer (and, with
     --users, by its own user, and that no session can ask in another's thread). With --flood, the
-    turns' p95 while wrong logins arrive, as a ratio to a quiet run in the same process."""
+    turns' p95 while wrong logins arrive, as a ratio to a quiet run in the same process. With
+    --embedded, the sessions talk to the real embedded model, first one at a time (the baseline),
+    then all at once: no turn may break, get lost or cross into another session."""
+    if embedded:
+        if users or flood or latency != 0.2:
+            raise typer.BadParameter(
+                "--users, --flood and --latency are for the scripted model", param_hint="--embedded"
+            )
+        run(lambda: _bench_load_embedded(sessions or 4, questions, model, as_json))
+        return
+    sessions = sessions or 20
 
     def body() -> None:
         from agent.chat.scripted import scripted_chat
@@ -62,6 +82,35 @@ def bench_load(
         _fail_on_problems(report)
 
     run(body)
+
+
+def _bench_load_embedded(sessions: int, questions: int, model: str | None, as_json: bool) -> None:
+    from agent.chat.scripted import loopback_chat
+    from evals.bench.load_embedded import MAX_SESSIONS, run_embedded_load
+
+    if sessions > MAX_SESSIONS:
+        raise typer.BadParameter(f"at most {MAX_SESSIONS} sessions with --embedded", param_hint="--sessions")
+    report = run_embedded_load(load_settings(local_model=model), loopback_chat, sessions=sessions, questions=questions)
+    if as_json:
+        print(json.dumps(report, indent=1))
+    else:
+        for phase in ("alone", "together"):
+            f = report[phase]
+            out.print(
+                f"{phase:>8}: {f['answered']}/{f['turns']} turns in {f['seconds']} s, {f['turns_per_second']} turns/s,"
+                f" p50 {f['p50_s']} s, p95 {f['p95_s']} s, {f['turns_that_waited']} waited"
+                f" (p95 {f['queue_wait_p95_s']} s in line)",
+                highlight=False,
+            )
+        ratios = report["ratios"]
+        out.print(
+            f"together / alone: turns/s {ratios['turns_per_second']}x, p50 {ratios['p50_s']}x, p95 {ratios['p95_s']}x"
+            f" ({report['model']}, {sessions} sessions x {questions} questions)",
+            highlight=False,
+        )
+        for problem in report["problems"]:
+            err.print(f"problem: {problem}", style="red", highlight=False)
+    _fail_on_problems(report)
 
 
 def bench_ingest_search(
