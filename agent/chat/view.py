@@ -234,7 +234,7 @@ def turn_id_of(history: list[dict[str, Any]], index: int) -> str | None:
 def _step_summary(step: str, detail: dict[str, Any]) -> str:
     if step == "condense":
         fallback = f" ({detail['fallback']})" if detail.get("fallback") else ""
-        return f"Searched as: {detail.get('standalone', '')}{fallback}"
+        return f"Asked as: {detail['standalone']}{fallback}" if detail.get("standalone") else ""
     if step == "decompose":
         subs = detail.get("sub_questions") or []
         return "\n".join(f"- {s}" for s in subs) if len(subs) > 1 else "One question: no split needed."
@@ -242,8 +242,6 @@ def _step_summary(step: str, detail: dict[str, Any]) -> str:
         return f"{len(detail.get('passages') or [])} passages kept"
     if step == "query_data":
         return f"{detail.get('rows', 0)} rows after {detail.get('attempts', 1)} attempt(s)"
-    if step == "condense":
-        return f"Asked as: {detail['standalone']}" if detail.get("standalone") else ""
     if step == "draft":
         return f"from {detail['passages']} passages" if detail.get("passages") else ""
     if step == "fact_check":
