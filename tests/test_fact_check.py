@@ -214,7 +214,7 @@ def test_the_benchmark_runs_before_and_after_and_scores_them(scripted: tuple[Scr
     claims = [c for c in load_claims() if c.id.split("-")[0] in {"002", "057"}]  # a changed number, a restatement
     endpoint = ChatEndpoint(caller.client, "scripted")
     outcomes = run_checks(endpoint, Settings(), claims)
-    assert len(before_calls) == 4 and model.calls["draft"] == 8  # every check after the draft's own call
+    assert len(before_calls) == 4 and model.calls["draft"] == 4  # the turn's check follows the draft's call
     assert [o.flagged for o in outcomes["before"]] == [False] * 4  # the scripted model passes everything
     assert [o.flagged for o in outcomes["after"]] == [False, True, False, True]  # the guards catch both errors
     figures = report(outcomes, "scripted")
@@ -242,3 +242,26 @@ def test_scores_count_detection_false_alarms_and_restated_claims() -> None:
     assert figures["restated_passed"] == 1 and figures["malformed"] == 1
     assert figures["flagged_by_group"]["restated"] == 0.0
     assert not meets_goal(figures)
+
+
+def test_the_command_prints_the_figures_as_json() -> None:
+    import os
+    import subprocess
+    import sys
+
+    with ScriptedOpenAI(chat=ScriptedModel()) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LADDER_", "OPENAI_"))}
+        env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "k", "LADDER_CHAT_MODEL": "scripted"}
+        done = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "bench", "factcheck", "--limit", "2", "--json"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        bad = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "bench", "factcheck", "--config", "later"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["model"] == "scripted" and figures["after"]["all"]["claims"] == 2
+    assert figures["before"]["all"]["malformed"] == 2  # the scripted model does not know ed2d3da's prompt
+    assert bad.returncode == 2 and "'later': use after, before, model" in bad.stderr
