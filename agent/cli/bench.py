@@ -195,6 +195,35 @@ def bench_followups(
     run(body)
 
 
+def bench_factcheck(
+    limit: Annotated[int | None, typer.Option(min=2, help="Check only this many claims, spread over the set.")] = None,
+    split: Annotated[str, typer.Option(help="Which half: tune, test or all (each half is reported).")] = "all",
+    config: Annotated[
+        list[str] | None,
+        typer.Option(help="after (the turn's check), before (ed2d3da's), model (after without its guards); repeat."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per check on stderr.")] = False,
+) -> None:
+    """Planted errors the fact-check catches and true claims it flags, before and after, with seconds per check."""
+    from evals.bench.factcheck import CONFIGS, DEFAULT_CONFIGS, SPLITS, format_report, run_factcheck_benchmark
+
+    if split not in SPLITS:
+        raise typer.BadParameter(f"{split!r}: use one of {', '.join(SPLITS)}", param_hint="--split")
+    configs = tuple(dict.fromkeys(config or DEFAULT_CONFIGS))
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        raise typer.BadParameter(f"{unknown[0]!r}: use {', '.join(CONFIGS)}", param_hint="--config")
+
+    def body() -> None:
+        figures = run_factcheck_benchmark(
+            load_settings(), split=split, limit=limit, configs=configs, progress=err.print if verbose else None
+        )
+        print(json.dumps(figures, indent=1) if as_json else format_report(figures))
+
+    run(body)
+
+
 def _fail_on_problems(report: dict[str, Any]) -> None:
     """Exit 1 when the run found problems (they are in the JSON printed above)."""
     problems = report["problems"]

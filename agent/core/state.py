@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
 
 from tools.knowledge import Passage
 
@@ -21,6 +21,7 @@ class Verdict(TypedDict):
     claim: str
     supported: bool
     evidence: list[int]
+    reason: NotRequired[str]  # why it is unsupported ("" when supported)
 
 
 def research_reducer(old: list[Research] | None, new: list[Research] | None) -> list[Research]:

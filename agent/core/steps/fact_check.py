@@ -3,8 +3,11 @@
 The check continues the draft's conversation (see prompts.DRAFT): the model has already read the
 passages, so the check costs only its instruction and a short JSON reply. The answer is split into
 sentences here, not by the model, so every sentence is judged and the reply stays small: one
-``{"n", "supported", "passages"}`` per sentence. Unsupported sentences are revised away once; with
-no revision left, they are listed under the answer so the reader sees what the sources do not back.
+``{"n", "supported", "passages"}`` per sentence. The guards (fact_guards.py) judge first: a sentence
+whose words show the passages cannot back it is unsupported with their reason, and the model is asked
+only about the others (no call at all when none is left), each shown with the passage sentence most
+like it. Unsupported sentences are revised away once; with no revision left, they are listed under the
+answer so the reader sees what the sources do not back.
 """
 
 from __future__ import annotations
@@ -20,12 +23,16 @@ from agent.core.context import TurnContext
 from agent.core.events import VerdictEvent
 from agent.core.state import Passage, TurnState, Verdict
 from agent.core.steps.common import emit, step
-from agent.core.steps.draft import context_passages, continue_draft
-from agent.models.calls import MalformedReply
+from agent.core.steps.draft import context_passages, continue_draft, draft_messages
+from agent.core.steps.fact_guards import claim_text, closest_sentence, guard
+from agent.models.calls import MalformedReply, ModelCaller
+
+__all__ = ["answer_sentences", "check_draft", "claim_text", "fact_check"]
 
 MAX_SENTENCES = 40  # FactCheck's schema bound; a longer answer's tail is judged as one piece
-_CITATIONS = re.compile(r"\s*(?:\[\d{1,3}\])+")
 _LEADING_CITATIONS = re.compile(r"^(?:\[\d{1,3}\])+\s*")
+MODEL_UNSUPPORTED = "the passages do not state it"
+NOT_JUDGED = "the check did not judge it"
 
 
 def answer_sentences(answer: str) -> list[str]:
@@ -44,26 +51,95 @@ def answer_sentences(answer: str) -> list[str]:
     return sentences
 
 
-def claim_text(sentence: str) -> str:
-    """A sentence as a claim to show: without its citation markers."""
-    return _CITATIONS.sub("", sentence).strip()
-
-
-def _verdicts(checked: prompts.FactCheck, sentences: list[str], passages: list[Passage]) -> list[Verdict]:
-    """One verdict per sentence; a sentence the model did not judge counts as unsupported."""
-    by_number = {c.n: c for c in checked.checks if 1 <= c.n <= len(sentences)}
-    verdicts: list[Verdict] = []
+def _listing(sentences: list[str], passages: list[Passage], hints: bool) -> str:
+    """The sentences to judge, numbered from 1, each (with ``hints``) beside the passage sentence most like it."""
+    lines = []
     for n, sentence in enumerate(sentences, start=1):
-        judged = by_number.get(n)
-        evidence = [] if judged is None else list(dict.fromkeys(judged.passages))
+        lines.append(f"{n}. {sentence}")
+        if hints:
+            number, closest, _ = closest_sentence(claim_text(sentence), passages)
+            if closest:
+                lines.append(f"   (closest in passage [{number}]: {closest})")
+    return "\n".join(lines)
+
+
+def _ask_model(
+    caller: ModelCaller,
+    conversation: list[dict[str, Any]],
+    draft: str,
+    sentences: list[str],
+    passages: list[Passage],
+    hints: bool,
+) -> dict[int, prompts.SentenceCheck]:
+    """The model's judgement of ``sentences`` by their index there; one call, continuing the draft."""
+    messages = [
+        *conversation,
+        {"role": "assistant", "content": draft},
+        {"role": "user", "content": f"{prompts.FACT_CHECK}\n\nSentences:\n{_listing(sentences, passages, hints)}"},
+    ]
+    checked = caller.json("fact_check", messages, prompts.FactCheck, max_tokens=40 + 16 * len(sentences))
+    return {c.n - 1: c for c in checked.checks if 1 <= c.n <= len(sentences)}
+
+
+def check_draft(
+    caller: ModelCaller,
+    conversation: list[dict[str, Any]],
+    question: str,
+    draft: str,
+    passages: list[Passage],
+    *,
+    guards: bool = True,
+    hints: bool = True,
+) -> list[Verdict]:
+    """Judge each sentence of ``draft`` against ``passages``: one verdict per sentence, in order.
+
+    ``conversation`` is the draft's (``draft_messages``): the check continues it. The guards judge first
+    and the model the rest (``guards=False``: the model judges every sentence). Raises MalformedReply
+    when the model's reply does not fit the schema even after one re-ask.
+    """
+    sentences = answer_sentences(draft)
+    reasons = [guard(s, question, passages) if guards else "" for s in sentences]
+    asked = [i for i, reason in enumerate(reasons) if not reason]
+    judged: dict[int, prompts.SentenceCheck] = {}
+    if asked:
+        replies = _ask_model(caller, conversation, draft, [sentences[i] for i in asked], passages, hints)
+        judged = {asked[k]: check for k, check in replies.items()}
+    verdicts: list[Verdict] = []
+    for i, sentence in enumerate(sentences):
+        check = judged.get(i)
+        supported = not reasons[i] and check is not None and check.supported
+        cited = [] if check is None or not supported else list(dict.fromkeys(check.passages))
+        reason = reasons[i] or ("" if supported else MODEL_UNSUPPORTED if check is not None else NOT_JUDGED)
         verdicts.append(
             {
                 "claim": claim_text(sentence) or sentence,
-                "supported": bool(judged and judged.supported),
-                "evidence": [passages[i - 1]["chunk_id"] for i in evidence if 1 <= i <= len(passages)],
+                "supported": supported,
+                "evidence": [passages[n - 1]["chunk_id"] for n in cited if 1 <= n <= len(passages)],
+                "reason": reason,
             }
         )
     return verdicts
+
+
+def _revise_or_mark(
+    state: TurnState, ctx: TurnContext, runtime: Runtime[TurnContext], passages: list[Passage], verdicts: list[Verdict]
+) -> dict[str, Any]:
+    """Rewrite the draft once without its unsupported sentences (told why each is), or list them under it."""
+    draft = state.get("draft") or ""
+    unsupported = [v for v in verdicts if not v["supported"]]
+    if ctx.limits.max_revisions > 0:
+        with step(runtime, "revise"):
+            listed = "\n".join(f"- {v['claim']} ({v.get('reason') or MODEL_UNSUPPORTED})" for v in unsupported)
+            revised = ctx.caller.text(
+                "revise",
+                continue_draft(state, ctx, passages, draft, f"{prompts.REVISE}\n{listed}"),
+                max_tokens=ctx.limits.answer_max_tokens,
+            ).strip()
+        if revised:
+            return {"answer": revised, "fact_check": verdicts, "revised": True}
+    listed = "\n".join(f"- {v['claim']}" for v in unsupported)
+    return {"answer": f"{draft}\n\nNot supported by the retrieved passages:\n{listed}", "fact_check": verdicts,
+            "revised": False}  # fmt: skip
 
 
 def fact_check(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
@@ -73,31 +149,16 @@ def fact_check(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any
     if not ctx.switches.fact_check or not ctx.switches.retrieval or not passages or not draft:
         return {"answer": draft, "fact_check": [], "revised": False}
     with step(runtime, "fact_check") as result:
-        sentences = answer_sentences(draft)
-        listed = "\n".join(f"{n}. {sentence}" for n, sentence in enumerate(sentences, start=1))
-        messages = continue_draft(state, ctx, passages, draft, f"{prompts.FACT_CHECK}\n\nSentences:\n{listed}")
+        conversation = draft_messages(state, ctx, passages)
         try:
-            checked = ctx.caller.json("fact_check", messages, prompts.FactCheck, max_tokens=40 + 16 * len(sentences))
+            verdicts = check_draft(ctx.caller, conversation, state["question"], draft, passages)
         except MalformedReply as exc:
             result["error"] = str(exc)
             return {"answer": draft, "fact_check": [], "revised": False, "errors": [str(exc)]}
-        verdicts = _verdicts(checked, sentences, passages)
         for verdict in verdicts:
             emit(runtime, VerdictEvent(verdict["claim"], verdict["supported"], verdict["evidence"]))
-        unsupported = [v["claim"] for v in verdicts if not v["supported"]]
         result["claims"] = len(verdicts)
-        result["unsupported"] = len(unsupported)
-    if not unsupported:
+        result["unsupported"] = sum(not v["supported"] for v in verdicts)
+    if not result["unsupported"]:
         return {"answer": draft, "fact_check": verdicts, "revised": False}
-    if ctx.limits.max_revisions > 0:
-        with step(runtime, "revise"):
-            listed = "\n".join(f"- {claim}" for claim in unsupported)
-            revised = ctx.caller.text(
-                "revise",
-                continue_draft(state, ctx, passages, draft, f"{prompts.REVISE}\n{listed}"),
-                max_tokens=ctx.limits.answer_max_tokens,
-            ).strip()
-        if revised:
-            return {"answer": revised, "fact_check": verdicts, "revised": True}
-    marked = draft + "\n\nNot supported by the retrieved passages:\n" + "\n".join(f"- {c}" for c in unsupported)
-    return {"answer": marked, "fact_check": verdicts, "revised": False}
+    return _revise_or_mark(state, ctx, runtime, passages, verdicts)
