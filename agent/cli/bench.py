@@ -124,6 +124,51 @@ def bench_retrieval(
     run(body)
 
 
+def bench_cli(
+    runs: Annotated[int, typer.Option(min=1, max=100, help="Counted runs of each command.")] = 5,
+    collection: Annotated[
+        str | None,
+        typer.Option("--collection", "-c", help="Search this collection (default: docs/ in a data folder of its own)."),
+    ] = None,
+    query: Annotated[str | None, typer.Option(help="What the timed search looks for.")] = None,
+    torch: Annotated[
+        bool, typer.Option("--torch/--no-torch", help="Also time the search on the torch runtime, as a baseline.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """`ladder --help`, `ladder collections` and `ladder search` timed as processes (median, p90), each as a
+    ratio to `python -c pass` run in turn with them; the search also to itself on the torch runtime."""
+
+    def body() -> None:
+        from evals.bench.cli_startup import QUERY, run_cli_benchmark
+
+        report = run_cli_benchmark(runs=runs, collection=collection, query=query or QUERY, torch=torch)
+        if as_json:
+            print(json.dumps(report, indent=1, ensure_ascii=False))
+        else:
+            _print_cli_report(report)
+        _fail_on_problems(report)
+
+    run(body)
+
+
+def _print_cli_report(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"ladder as a process: {report['runs']} runs each, in turn ({report['collection']})")
+    for column in ("command", "median s", "p90 s", "min s", "max s", "cpu s (median)"):
+        table.add_column(column)
+    for name, row in report["figures"].items():
+        figures = (row["median_s"], row["p90_s"], row["min_s"], row["max_s"], row["cpu_median_s"])
+        table.add_row(name, *(f"{value:.3f}" for value in figures))
+    out.print(table)
+    for name, value in report["ratios"].items():
+        out.print(f"{name}: {value:g}x", highlight=False)
+    for goal, met in report["goals"].items():
+        out.print(f"{goal}: {'met' if met else 'NOT met'}", highlight=False)
+    out.print(f"{report['cpus']} CPUs, load average {report['load_average']}", highlight=False)
+
+
 def _fail_on_problems(report: dict[str, Any]) -> None:
     """Exit 1 when the run found problems (they are in the JSON printed above)."""
     problems = report["problems"]
