@@ -134,9 +134,15 @@ def test_a_model_that_cannot_be_exported_falls_back_to_torch_once_and_onnx_says_
 
 
 def test_exports_of_model_folders_that_are_gone_are_removed(tmp_path: Path) -> None:
-    for name, source in (("kept", tmp_path), ("orphan", tmp_path / "gone"), ("unreadable", None)):
+    current = onnx_embedder.EXPORT_FORMAT
+    for name, source, form in (
+        ("kept", tmp_path, current),
+        ("orphan", tmp_path / "gone", current),
+        ("old", tmp_path, 1),
+    ):
         (tmp_path / "cache" / name).mkdir(parents=True)
-        meta = json.dumps({"source": str(source)}) if source else "{not json"
-        (tmp_path / "cache" / name / "meta.json").write_text(meta)
+        (tmp_path / "cache" / name / "meta.json").write_text(json.dumps({"source": str(source), "format": form}))
+    (tmp_path / "cache" / "unreadable").mkdir()
+    (tmp_path / "cache" / "unreadable" / "meta.json").write_text("{not json")
     onnx_embedder._prune_orphans(tmp_path / "cache")
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["kept", "unreadable"]
