@@ -99,7 +99,8 @@ def ensure_export(model_dir: Path, root: Path | None = None) -> OnnxExport:
         return found
     failed = folder.with_name(folder.name + ".failed")
     if failed.is_file():  # tried before with these very weights: do not pay a failing export on every run
-        raise OnnxExportError(failed.read_text(errors="replace").strip())
+        reason = failed.read_text(errors="replace").strip()
+        raise OnnxExportError(f"{reason} (an earlier export failed; delete {failed} to try again)")
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _locked(folder.parent / ".export.lock"):
         found = OnnxExport.read(folder)  # another process may have made it while this one waited

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from evals.bench.cli_startup import Command, time_commands
 from knowledge.db import Database
+from knowledge.pgembed import EmbeddedPostgres, EmbeddedPostgresError
+from tests.conftest import reachable_tmpdir
 
 # Each takes a second or more to import; none is needed to print help or to embed one query.
 HEAVY = ("torch", "sentence_transformers", "transformers", "gradio", "langgraph", "openai", "scipy", "matplotlib")
@@ -100,3 +104,43 @@ def test_the_benchmark_times_each_command_and_reports_a_failing_one() -> None:
     assert set(figures["ok"]) == {"median_s", "p90_s", "min_s", "max_s", "cpu_median_s"}
     assert 0 < figures["ok"]["min_s"] <= figures["ok"]["median_s"] <= figures["ok"]["p90_s"] <= figures["ok"]["max_s"]
     assert len(problems) == 3 and all(p.startswith("failing: exit status 3") for p in problems)  # warm-up + 2 runs
+
+
+def fake_stopping_postmaster(server: EmbeddedPostgres, seconds: float) -> subprocess.Popen:
+    """A process that holds the pid file as a postmaster in fast shutdown would, for ``seconds``."""
+    owner = os.stat(server.pgdata)
+    ids = {"user": owner.st_uid, "group": owner.st_gid} if os.geteuid() == 0 else {}
+    holder = subprocess.Popen(["sleep", str(seconds)], **ids)  # type: ignore[call-overload]
+    lines = [str(holder.pid), str(server.pgdata), "0", "5432", str(server.socket_dir), "", "0 0", "stopping"]
+    (server.pgdata / "postmaster.pid").write_text("\n".join(lines) + "\n")
+    if os.geteuid() == 0:
+        os.chown(server.pgdata / "postmaster.pid", owner.st_uid, owner.st_gid)
+    return holder
+
+
+def test_the_last_user_leaves_without_waiting_and_the_next_start_waits_for_the_shutdown() -> None:
+    root = reachable_tmpdir("ladder-quick-stop-")
+    try:
+        server = EmbeddedPostgres(root)
+        for _ in range(3):  # a command, then the next one at once: each finds a server it can use
+            with psycopg.connect(server.start(), connect_timeout=10) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            server.release()
+        server.stop()  # waits for the last shutdown, if one is still going
+
+        holder = fake_stopping_postmaster(server, 1.0)
+        with psycopg.connect(server.start(), connect_timeout=10) as conn:
+            assert holder.poll() is not None  # the start waited for the old server to be gone
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        server.stop()
+
+        holder = fake_stopping_postmaster(server, 60)
+        try:
+            with pytest.raises(EmbeddedPostgresError, match=r"shutting down for over 0\.3 s"):
+                EmbeddedPostgres(root, stop_timeout_s=0.3).start()
+        finally:
+            holder.kill()
+            holder.wait(timeout=10)
+            (server.pgdata / "postmaster.pid").unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -158,7 +158,10 @@ def run_cli_benchmark(
 ) -> dict[str, Any]:
     """Time the commands (see the module's docstring); the report with figures, ratios, goals and problems."""
     runs = max(1, min(runs, MAX_RUNS))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # As a user runs it: with Python's bytecode cache (an environment that turns it off would time the
+    # compilation of Ladder's own modules on every run; the warm-up run writes the cache).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     if collection is None:
         with own_data_dir(env) as own_env:
             figures, problems = time_commands(commands(COLLECTION, query, torch=torch), runs, own_env)
