@@ -7,7 +7,8 @@ instead, as root, the server runs as a dedicated system user whose data lives in
 is already reachable, and we fail with a clear message otherwise.
 
 Several processes may share one server: each registers its pid in a handle file; the last one to
-exit stops the server. A server left running by a killed process is reused.
+exit stops the server (it asks for a fast shutdown and does not wait for it: a process that starts
+meanwhile waits until the old server is gone). A server left running by a killed process is reused.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ class EmbeddedPostgres:
         with self._lock():
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb()
+            self._await_stopped()  # the last user of a moment ago may have left it shutting down
             if not self._running():
                 self._await_reaped()
                 self._pg_ctl_start()
@@ -177,12 +179,14 @@ class EmbeddedPostgres:
         self._act_as_server_user()
         return self._running()
 
-    def stop(self) -> bool:
+    def stop(self, *, wait: bool = True) -> bool:
         """Stop the server now (fast shutdown), whoever else uses it; False when it was not running.
 
         As root, pg_ctl runs as the user the server runs as (the data folder's owner): PostgreSQL's
         tools refuse to run as root. EmbeddedPostgresError, with pg_ctl's own words, when the server
-        could not be stopped: a stop never passes for done when it was not.
+        could not be stopped: a stop never passes for done when it was not. With ``wait=False`` it
+        only asks the server to shut down (what the last user does on its way out: the server finishes
+        on its own, and a ``start`` that finds it shutting down waits for the end first).
         """
         if self._registered:
             self._registered = False
@@ -194,17 +198,25 @@ class EmbeddedPostgres:
         self._act_as_server_user()
         if not self._running():
             return False
-        args = ["-D", str(self.pgdata), "-m", "fast", "-w", "-t", str(int(self.stop_timeout_s)), "stop"]
+        if wait and self._postmaster_status() == "stopping":  # asked to by its last user: wait for the end
+            self._await_stopped()
+            return True
+        waiting = ["-w", "-t", str(int(self.stop_timeout_s))] if wait else ["-W"]
+        args = ["-D", str(self.pgdata), "-m", "fast", *waiting, "stop"]
         try:
             self._exec("pg_ctl", *args, timeout=self.stop_timeout_s + 15)
         except subprocess.CalledProcessError as exc:
+            if not self._running():
+                return True  # it finished a shutdown begun before (its pid file went while pg_ctl read it)
             detail = " ".join((exc.output or "").split()) or f"exit status {exc.returncode}"
             raise EmbeddedPostgresError(f"could not stop the embedded PostgreSQL in {self.pgdata}: {detail}") from exc
         except subprocess.TimeoutExpired as exc:
             raise EmbeddedPostgresError(
                 f"could not stop the embedded PostgreSQL in {self.pgdata}: pg_ctl did not return in {exc.timeout:g} s"
             ) from exc
-        if self._running():
+        if not wait:
+            self._await_shutdown_begun()
+        elif self._running():
             raise EmbeddedPostgresError(f"the embedded PostgreSQL in {self.pgdata} is still running after pg_ctl stop")
         return True
 
@@ -227,7 +239,7 @@ class EmbeddedPostgres:
             self._bin = _mirror_binaries(self._bin, self.root)
 
     def release(self) -> None:
-        """Drop this process's handle; stop the server if no live process holds one."""
+        """Drop this process's handle; stop the server (without waiting) if no live process holds one."""
         if not self._registered:
             return
         self._registered = False
@@ -243,7 +255,7 @@ class EmbeddedPostgres:
             self._write_handles(pids)
             if not pids:
                 try:
-                    self.stop()
+                    self.stop(wait=False)  # a command's exit need not wait out the shutdown's checkpoint
                 except EmbeddedPostgresError as exc:  # at exit: say so, a traceback would help no one
                     log.warning("%s", exc)
 
@@ -335,6 +347,43 @@ class EmbeddedPostgres:
             if not exists:
                 with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                     conn.execute(f"CREATE DATABASE {DATABASE}")
+
+    def _await_stopped(self) -> None:
+        """Wait (at most ``stop_timeout_s``) while the server shuts down: it takes no new connections, and
+        a new postmaster cannot start until it is gone."""
+        deadline = time.monotonic() + self.stop_timeout_s
+        while self._postmaster_status() == "stopping":
+            pid = self._postmaster_pid()
+            if pid is None or not _pid_alive(pid):
+                return  # killed while stopping: the file is stale, and start() starts afresh
+            if time.monotonic() > deadline:
+                raise EmbeddedPostgresError(
+                    f"the embedded PostgreSQL in {self.pgdata} has been shutting down for over "
+                    f"{self.stop_timeout_s:g} s; see {self.log_file}"
+                )
+            time.sleep(0.02)
+
+    def _await_shutdown_begun(self) -> None:
+        """Wait until the postmaster has taken the shutdown signal (it says so in its pid file, within
+        milliseconds), so that a process that takes the lock next sees a server stopping, not one ready."""
+        deadline = time.monotonic() + self.stop_timeout_s
+        while self._postmaster_status() in ("starting", "ready", "standby"):
+            pid = self._postmaster_pid()
+            if pid is None or not _pid_alive(pid):
+                return
+            if time.monotonic() > deadline:
+                raise EmbeddedPostgresError(
+                    f"could not stop the embedded PostgreSQL in {self.pgdata}: it did not begin to shut down "
+                    f"within {self.stop_timeout_s:g} s"
+                )
+            time.sleep(0.002)
+
+    def _postmaster_status(self) -> str | None:
+        """The state the postmaster writes into its pid file: starting, ready, standby or stopping."""
+        try:
+            return (self.pgdata / "postmaster.pid").read_text().splitlines()[7].strip()
+        except (OSError, IndexError):
+            return None
 
     def _postmaster_pid(self) -> int | None:
         try:

@@ -155,8 +155,8 @@ class _FakeDimension:
 
 def test_bf16_embeddings_match_fp32(embedder) -> None:
     texts = ["The cat sat on the mat.", "Quarterly revenue grew by forty percent.", "Refunds take 14 days."]
-    fp32 = LocalEmbedder(EmbeddingConfig(bf16="off")).embed(texts)
-    bf16 = LocalEmbedder(EmbeddingConfig(bf16="on")).embed(texts)
+    fp32 = LocalEmbedder(EmbeddingConfig(bf16="off", runtime="torch")).embed(texts)
+    bf16 = LocalEmbedder(EmbeddingConfig(bf16="on", runtime="torch")).embed(texts)
     cosines = (fp32 * bf16).sum(axis=1)
     assert cosines.min() > 0.999
 

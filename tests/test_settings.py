@@ -49,6 +49,7 @@ def test_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ("LADDER_SEARCH_MODE", "fuzzy"),
         ("LADDER_COLLECTION", "   "),
         ("LADDER_EMBEDDING_BF16", "maybe"),
+        ("LADDER_EMBEDDING_RUNTIME", "gpu"),
         ("LADDER_DB_POOL_MAX", "0"),
     ],
 )

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agent.cli.common import err, load_settings, out, run
-from agent.core.config import Settings
-from agent.core.events import QueueEvent, StepEvent, TokenEvent, ToolEvent, TurnEvent
-from agent.core.results import TurnResult
+
+if TYPE_CHECKING:  # loaded when a question is asked: ``ladder --help`` needs none of them
+    from agent.core.config import Settings
+    from agent.core.events import TurnEvent
+    from agent.core.results import TurnResult
 
 
 def check_bind(bind: str, *, login: bool, no_login: bool) -> str | None:
@@ -92,6 +94,8 @@ class EventPrinter:
         self.mid_line = False
 
     def __call__(self, event: TurnEvent) -> None:
+        from agent.core.events import QueueEvent, StepEvent, TokenEvent, ToolEvent
+
         if isinstance(event, TokenEvent):
             self.streamed.append(event.text)
             self.mid_line = True

@@ -195,6 +195,34 @@ def bench_followups(
     run(body)
 
 
+def bench_cli(
+    runs: Annotated[int, typer.Option(min=1, max=100, help="Counted runs of each command.")] = 5,
+    collection: Annotated[
+        str | None,
+        typer.Option("--collection", "-c", help="Search this collection (default: docs/ in a data folder of its own)."),
+    ] = None,
+    query: Annotated[str | None, typer.Option(help="What the timed search looks for.")] = None,
+    torch: Annotated[
+        bool, typer.Option("--torch/--no-torch", help="Also time the search on the torch runtime, as a baseline.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """`ladder --help`, `ladder collections` and `ladder search` timed as processes (median, p90), each as a
+    ratio to `python -c pass` run in turn with them; the search also to itself on the torch runtime."""
+
+    def body() -> None:
+        from evals.bench.cli_startup import QUERY, run_cli_benchmark
+
+        report = run_cli_benchmark(runs=runs, collection=collection, query=query or QUERY, torch=torch)
+        if as_json:
+            print(json.dumps(report, indent=1, ensure_ascii=False))
+        else:
+            _print_cli_report(report)
+        _fail_on_problems(report)
+
+    run(body)
+
+
 def bench_factcheck(
     limit: Annotated[int | None, typer.Option(min=2, help="Check only this many claims, spread over the set.")] = None,
     split: Annotated[str, typer.Option(help="Which half: tune, test or all (each half is reported).")] = "all",
@@ -222,6 +250,25 @@ def bench_factcheck(
         print(json.dumps(figures, indent=1) if as_json else format_report(figures))
 
     run(body)
+
+
+def _print_cli_report(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"ladder as a process: {report['runs']} runs each, in turn ({report['collection']})")
+    for column in ("command", "median s", "p90 s", "min s", "max s", "cpu s (median)"):
+        table.add_column(column)
+    for name, row in report["figures"].items():
+        figures = (row["median_s"], row["p90_s"], row["min_s"], row["max_s"], row["cpu_median_s"])
+        table.add_row(name, *(f"{value:.3f}" for value in figures))
+    out.print(table)
+    for name, value in report["ratios"].items():
+        out.print(f"{name}: {value:g}x", highlight=False)
+    for goal, met in report["goals"].items():
+        out.print(f"{goal}: {'met' if met else 'NOT met'}", highlight=False)
+    cpus, load = report["cpus"], report["load_average"]
+    busy = " (busy: other work shares the CPUs, so wall times run long; the ratios hold)" if load[0] > cpus else ""
+    out.print(f"{cpus} CPUs, load average {load}{busy}", highlight=False)
 
 
 def _fail_on_problems(report: dict[str, Any]) -> None:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
 from rich.console import Console
 
-from agent.core.config import Settings, get_settings
-from knowledge.errors import user_errors
+if TYPE_CHECKING:  # the settings pull in pydantic and the database driver: loaded when a command runs
+    from agent.core.config import Settings
 
 # Text is printed as it is: a name, a path or a passage with [brackets] is not markup (pass markup=True to style).
 out = Console(markup=False)
@@ -23,6 +21,11 @@ T = TypeVar("T")
 
 def run(action: Callable[[], T]) -> T:
     """Run a command body; known failures become one clear line on stderr and exit status 1."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from knowledge.errors import user_errors
+
     try:
         return action()
     except ValidationError as exc:
@@ -52,6 +55,8 @@ def output_file(path: Path | None) -> Path | None:
 
 
 def load_settings(**overrides: Any) -> Settings:
+    from agent.core.config import Settings, get_settings
+
     base = get_settings()
     if not overrides:
         return base

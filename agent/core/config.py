@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(default=64, ge=1, le=4096)
     embedding_threads: int = Field(default=0, ge=0, le=256)
     embedding_bf16: Literal["auto", "on", "off"] = "auto"
+    embedding_runtime: Literal["auto", "onnx", "torch"] = "auto"
 
     # The chat UI (ladder chat)
     ui_host: str = "127.0.0.1"
@@ -177,6 +178,7 @@ class Settings(BaseSettings):
             batch_size=self.embedding_batch_size,
             threads=self.embedding_threads,
             bf16=self.embedding_bf16,
+            runtime=self.embedding_runtime,
             api_key=self.openai_api_key.get_secret_value() if self.openai_api_key else None,
             base_url=self.openai_base_url,
         )
