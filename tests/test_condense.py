@@ -285,7 +285,15 @@ def test_a_broken_triple_is_a_clear_error(tmp_path: Path) -> None:
 def test_recall_and_the_goal_are_summarised() -> None:
     def row(literal: bool, rewritten: bool, standalone: bool, corpus: str = "a") -> dict[str, Any]:
         found = {"literal": literal, "rewritten": rewritten, "standalone": standalone}
-        return {"id": "r", "corpus": corpus, "found": found, "model_called": True, "fallback": "", "seconds": 2.0}
+        return {
+            "id": "r",
+            "corpus": corpus,
+            "found": found,
+            "model_called": True,
+            "fallback": "",
+            "seconds": 2.0,
+            "tokens": (100, 10),
+        }
 
     rows = [row(False, True, True), row(False, True, True), row(False, False, True, "b"), row(True, True, True, "b")]
     report = summarise(rows, bare_seconds=0.5)
@@ -293,6 +301,7 @@ def test_recall_and_the_goal_are_summarised() -> None:
     assert report["by_corpus"]["b"] == {"literal": 0.5, "rewritten": 0.5, "standalone": 1.0}
     assert report["rewritten_to_standalone"] == 0.75 and report["within_10pct_of_standalone"] is False
     assert report["condense_seconds"] == {"mean": 2.0, "p95": 2.0} and report["condense_to_bare_call"] == 4.0
+    assert report["condense_tokens"] == {"prompt_mean": 100.0, "completion_mean": 10.0}
     assert summarise([row(False, True, True)] * 9 + [row(False, False, True)], 1.0)["within_10pct_of_standalone"]
 
 
@@ -318,7 +327,7 @@ def test_the_benchmark_runs_the_real_step(kb: KnowledgeBase, corpus: str, server
     assert rows["vouch"]["fallback"]
     assert report["model_calls"] == 2 and report["fallbacks"] == {"vouch": "the reply was empty"}
     assert report["recall"]["standalone"] == 1.0 and rows["ship"]["found"]["rewritten"] is True
-    assert model.calls["condense"] == 2
+    assert model.calls["condense"] == 2 and all(r["tokens"][0] > 0 for r in report["rows"])
 
 
 def test_found_at_k_looks_for_the_document_among_the_first_five(kb: KnowledgeBase, corpus: str) -> None:

@@ -100,14 +100,16 @@ def found_at_k(kb: KnowledgeBase, collection: str, query: str, doc_id: str, mode
     return doc_id in list(dict.fromkeys(hit.doc_id for hit in hits))[:K]
 
 
-def condense_all(endpoint: ChatEndpoint, items: list[FollowUp]) -> list[tuple[Condensed, float]]:
-    """Every follow-up through the real condense step (its rule, prompt and fallback), timed."""
+def condense_all(endpoint: ChatEndpoint, items: list[FollowUp]) -> list[tuple[Condensed, float, tuple[int, int]]]:
+    """Every follow-up through the real condense step (its rule, prompt and fallback): the result, its
+    seconds, and the (prompt, completion) tokens the endpoint counted, which read the same on any machine."""
     out = []
     for item in items:
         caller = ModelCaller(endpoint.client, endpoint.model, max_calls=2, json_mode=endpoint.json_mode)  # type: ignore[arg-type]
         started = time.perf_counter()
         condensed = condense_question(caller, item.follow_up, item.history())
-        out.append((condensed, time.perf_counter() - started))
+        seconds = time.perf_counter() - started
+        out.append((condensed, seconds, (caller.stats.prompt_tokens, caller.stats.completion_tokens)))
     return out
 
 
@@ -128,7 +130,7 @@ def measure_followups(
     """Recall@K of every follow-up three ways, and what condensing cost; the report as a dict."""
     bare = bare_call_seconds(endpoint)
     rows = []
-    for item, (condensed, seconds) in zip(items, condense_all(endpoint, items), strict=True):
+    for item, (condensed, seconds, tokens) in zip(items, condense_all(endpoint, items), strict=True):
         queries = {"literal": item.follow_up, "rewritten": condensed.standalone, "standalone": item.standalone}
         found = {way: found_at_k(kb, collections[item.corpus], q, item.doc_id, mode) for way, q in queries.items()}
         rows.append(
@@ -140,6 +142,7 @@ def measure_followups(
                 "model_called": condensed.reason is not None,
                 "fallback": condensed.fallback,
                 "seconds": round(seconds, 3),
+                "tokens": tokens,
                 "found": found,
             }
         )
@@ -167,6 +170,10 @@ def summarise(rows: list[dict[str, Any]], bare_seconds: float) -> dict[str, Any]
         "model_calls": sum(1 for r in rows if r["model_called"]),
         "fallbacks": {r["id"]: r["fallback"] for r in rows if r["fallback"]},
         "condense_seconds": {"mean": round(mean, 3), "p95": round(float(np.percentile(seconds, 95)), 3)},
+        "condense_tokens": {
+            "prompt_mean": round(statistics.fmean(r["tokens"][0] for r in rows), 1) if rows else 0.0,
+            "completion_mean": round(statistics.fmean(r["tokens"][1] for r in rows), 1) if rows else 0.0,
+        },
         "bare_call_seconds": round(bare_seconds, 3),
         "condense_to_bare_call": round(mean / bare_seconds, 2) if bare_seconds else None,
         "rows": rows,
@@ -197,7 +204,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"rewritten - literal: {report['rewritten_minus_literal']}\n"
         f"condense: {report['model_calls']} model calls, {len(report['fallbacks'])} fallbacks; "
         f"seconds mean {seconds['mean']}, p95 {seconds['p95']} = {report['condense_to_bare_call']}x "
-        f"a bare one-token call ({report['bare_call_seconds']} s, same run)",
+        f"a bare one-token call ({report['bare_call_seconds']} s, same run); tokens per call: "
+        f"{report['condense_tokens']['prompt_mean']} in, {report['condense_tokens']['completion_mean']} out",
         highlight=False,
         markup=False,
     )
