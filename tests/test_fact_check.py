@@ -14,7 +14,7 @@ import pytest
 from agent.core.config import Settings
 from agent.core.state import Passage
 from agent.core.steps.fact_check import NOT_JUDGED, check_draft
-from agent.core.steps.fact_guards import guard, is_polar, numbers_in
+from agent.core.steps.fact_guards import copied_from, guard, is_polar, numbers_in
 from agent.models.calls import ModelCaller
 from agent.models.endpoint import ChatEndpoint
 from evals.bench.factcheck import (
@@ -132,6 +132,33 @@ def test_the_model_is_asked_only_about_what_the_guards_leave(scripted: tuple[Scr
     assert messages[:2] == CONVERSATION and messages[2] == {"role": "assistant", "content": draft}  # a continuation
 
 
+def test_a_copy_of_a_passage_is_supported_by_it_without_a_model_call(
+    scripted: tuple[ScriptedModel, ModelCaller],
+) -> None:
+    model, caller = scripted
+    draft = (
+        "Refunds are paid within 14 days after the returned parcel arrives [2]. "
+        "Several Ladder processes share one PostgreSQL server [2]."
+    )
+    verdicts = check_draft(caller, CONVERSATION, QUESTION, draft, DOCS)
+    assert [(v["supported"], v["evidence"]) for v in verdicts] == [(True, [101]), (True, [102])]  # the passage copied
+    assert model.calls["fact_check"] == 0
+    assert copied_from("Parcels ship from the Rotterdam warehouse every weekday.", DOCS) == 1
+    assert copied_from("Parcels ship every weekday.", DOCS) == 0  # most of the sentence left out
+    assert copied_from("Killing an ingest at any point is safe.", DOCS) == 2  # a clause of a longer sentence
+    assert copied_from("Parcels ship from the Rotterdam warehouse every day.", DOCS) == 0  # a word changed
+
+
+def test_the_model_sees_the_words_a_near_copy_changed(scripted: tuple[ScriptedModel, ModelCaller]) -> None:
+    model, caller = scripted
+    check_draft(caller, CONVERSATION, QUESTION, "Refunds are paid within 14 days after the parcel is sent [1].", DOCS)
+    shown = last_user(model.bodies["fact_check"][-1])
+    assert '(it has "is sent" where the passage has "returned parcel arrives")' not in shown  # not a near copy
+    check_draft(caller, CONVERSATION, QUESTION, "Refunds are paid within 14 days after the returned parcel ships [1].",
+                DOCS)  # fmt: skip
+    assert '(it has "ships" where the passage has "arrives")' in last_user(model.bodies["fact_check"][-1])
+
+
 def test_no_model_call_when_the_guards_judge_every_sentence(scripted: tuple[ScriptedModel, ModelCaller]) -> None:
     model, caller = scripted
     verdicts = check_draft(caller, CONVERSATION, QUESTION, "Refunds take 21 days [1].", DOCS)
@@ -158,7 +185,7 @@ def test_the_claims_set_is_balanced_in_pairs_and_halves() -> None:
             error.split,
         )
     kinds = Counter((c.kind, c.split) for c in claims if c.label == "error")
-    for kind in ("negation", "number", "entity", "swapped", "other_passage", "restated"):
+    for kind in ("negation", "number", "entity", "swapped", "other_passage", "restated", "reworded"):
         assert kinds[(kind, "tune")] >= 2 and kinds[(kind, "test")] >= 2, kind
     assert Counter(c.split for c in claims) == {"tune": len(claims) // 2, "test": len(claims) // 2}
 

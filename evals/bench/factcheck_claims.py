@@ -12,7 +12,9 @@ supported claim (a sentence of the source passage, verbatim or lightly edited) a
   (nothing new appears: only the passages' meaning can tell);
 - ``other_passage``: a sentence from another document of the corpus, not among the passages, with the citation;
 - ``restated``: hand-written, an answer that only restates the question (issue 15's "The server doesn't have
-  pgvector [2]." for "And what if that server doesn't have pgvector?").
+  pgvector [2]." for "And what if that server doesn't have pgvector?");
+- ``reworded``: hand-written, an error in an answer that copies no passage (roles swapped, an opposite, a
+  negation in other words), beside a supported answer that is reworded too.
 
 PubMedQA (MIT) gives abstracts: a question, its contexts (sections) and MeSH headings. Ladder's ``docs/`` gives
 paragraphs under headings. Everything is chosen deterministically (sorted ids, CRC32 of names), so running the
@@ -451,11 +453,11 @@ def corpus_pairs(corpus: Corpus, count: int, offset: int) -> list[list[dict[str,
     return pairs
 
 
-# -- hand-written: answers that only restate the question ------------------------------------------------
+# -- hand-written: answers that only restate the question, errors in reworded answers ------------------------
 
-# (question, passages as phrases that find them, the restating answer, a supported answer). A phrase starting
-# with "pubmedqa:PMID " names a context of that abstract; any other phrase finds a paragraph of docs/.
-HAND = (
+# (question, passages as phrases that find them, the error, a supported answer). A phrase starting with
+# "pubmedqa:PMID " names a context of that abstract; any other phrase finds a paragraph of docs/.
+HAND_RESTATED = (
     (
         "And what if that server doesn't have pgvector?",
         ["Ladder keeps everything in one PostgreSQL", "Set `DATABASE_URL` to point", "creates the `vector` extension"],
@@ -505,6 +507,59 @@ HAND = (
         "They were assigned to usual care, tailored print communications or tailored telephone counseling [1].",
     ),
 )
+# Both answers reworded, neither a copy of a passage: only the meaning tells the error (roles swapped, an
+# opposite, a negation in other words).
+HAND_REWORDED = (
+    (
+        "How long does the embedded database take to start?",
+        ["The first start runs initdb", "Ladder keeps everything in one PostgreSQL"],
+        "Every start takes a few seconds, because each one runs initdb [1].",
+        "The first start takes a few seconds for initdb; after that it starts in a fraction of a second [1].",
+    ),
+    (
+        "Does the embedded database listen on a network port?",
+        ["The first start runs initdb", "Several Ladder processes share one server"],
+        "Yes, it listens on a network port as well as on a Unix socket [1].",
+        "No, it only listens on a Unix socket [1].",
+    ),
+    (
+        "What happens to a file that the ingest skips?",
+        ["A skipped file or document never stops the run", "Empty files, binary files"],
+        "A skipped file stops the run, and what was ingested from it before is removed [1].",
+        "The run goes on, and whatever was ingested from that file earlier stays [1].",
+    ),
+    (
+        "What does --prune do?",
+        ["`--prune` removes documents that lived", "Every document is stored with a hash"],
+        "It deletes the documents whose files are still under the paths given [1].",
+        "It deletes the documents whose files have disappeared from the paths given [1].",
+    ),
+    (
+        "How does keyword search weigh the words of a query?",
+        ["rare words count for more than common ones", "Words in the title of a document"],
+        "Frequent words weigh more than uncommon ones [1].",
+        "Uncommon words weigh more than frequent ones [1].",
+    ),
+    (
+        "Did telephone counseling do better than tailored print?",
+        ["pubmedqa:10808977 Compared to usual care alone", "pubmedqa:10808977 Women were randomized"],
+        "Tailored print put more women on schedule for mammograms than telephone counseling did [1].",
+        "Yes: more women were on schedule with telephone counseling than with tailored print, after the first "
+        "year [1].",
+    ),
+    (
+        "With --recency, what happens to results that have no date?",
+        ["Results without a date are not", "Words in the title of a document"],
+        "Results without a date are ranked below every dated result [1].",
+        "They keep their score: only results with a date are discounted by age [1].",
+    ),
+    (
+        "Can two Ladder processes use the embedded database at once?",
+        ["Several Ladder processes share one server", "The first start runs initdb"],
+        "Yes, and the first of them to exit stops the server for all of them [1].",
+        "Yes, they share one server, which stops when the last of them exits [1].",
+    ),
+)
 
 
 def _find_passage(phrase: str, pages: dict[str, list[tuple[str, str]]], pubmed: dict[str, Any]) -> dict[str, str]:
@@ -524,14 +579,16 @@ def hand_pairs() -> list[list[dict[str, Any]]]:
     pages = {name: list(_doc_paragraphs(name)) for name in DOC_FILES}
     pubmed = read_pubmedqa()
     pairs = []
-    for n, (question, phrases, restated, supported) in enumerate(HAND):
+    hand = [(*item, "restated") for item in HAND_RESTATED] + [(*item, "reworded") for item in HAND_REWORDED]
+    for n, (question, phrases, error, supported, kind) in enumerate(hand):
         passages = [_find_passage(p, pages, pubmed) for p in phrases]
         base = {"split": "tune" if n % 2 == 0 else "test", "source": "hand", "question": question,
                 "passages": passages}  # fmt: skip
+        how = "restates the question" if kind == "restated" else "hand-written"
         pairs.append(
             [
                 {**base, "answer": supported, "label": "supported", "kind": "supported", "edit": "hand-written"},
-                {**base, "answer": restated, "label": "error", "kind": "restated", "edit": "restates the question"},
+                {**base, "answer": error, "label": "error", "kind": kind, "edit": how},
             ]
         )
     return pairs

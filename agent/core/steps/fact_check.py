@@ -4,10 +4,11 @@ The check continues the draft's conversation (see prompts.DRAFT): the model has 
 passages, so the check costs only its instruction and a short JSON reply. The answer is split into
 sentences here, not by the model, so every sentence is judged and the reply stays small: one
 ``{"n", "supported", "passages"}`` per sentence. The guards (fact_guards.py) judge first: a sentence
-whose words show the passages cannot back it is unsupported with their reason, and the model is asked
-only about the others (no call at all when none is left), each shown with the passage sentence most
-like it. Unsupported sentences are revised away once; with no revision left, they are listed under the
-answer so the reader sees what the sources do not back.
+whose words show the passages cannot back it is unsupported with their reason, a word-for-word copy of
+a passage sentence is supported by it, and the model is asked only about the others (no call at all
+when none is left), each shown with the passage sentence most like it and the words it changed.
+Unsupported sentences are revised away once; with no revision left, they are listed under the answer
+so the reader sees what the sources do not back.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from agent.core.events import VerdictEvent
 from agent.core.state import Passage, TurnState, Verdict
 from agent.core.steps.common import emit, step
 from agent.core.steps.draft import context_passages, continue_draft, draft_messages
-from agent.core.steps.fact_guards import claim_text, closest_sentence, guard
+from agent.core.steps.fact_guards import claim_text, closest_sentence, copied_from, guard, replaced_words
 from agent.models.calls import MalformedReply, ModelCaller
 
 __all__ = ["answer_sentences", "check_draft", "claim_text", "fact_check"]
@@ -60,6 +61,10 @@ def _listing(sentences: list[str], passages: list[Passage], hints: bool) -> str:
             number, closest, _ = closest_sentence(claim_text(sentence), passages)
             if closest:
                 lines.append(f"   (closest in passage [{number}]: {closest})")
+            swaps = replaced_words(claim_text(sentence), closest) if closest else []
+            if swaps:
+                said = "; ".join(f'"{mine}" where the passage has "{theirs}"' for theirs, mine in swaps[:3])
+                lines.append(f"   (it has {said})")
     return "\n".join(lines)
 
 
@@ -94,12 +99,14 @@ def check_draft(
     """Judge each sentence of ``draft`` against ``passages``: one verdict per sentence, in order.
 
     ``conversation`` is the draft's (``draft_messages``): the check continues it. The guards judge first
-    and the model the rest (``guards=False``: the model judges every sentence). Raises MalformedReply
-    when the model's reply does not fit the schema even after one re-ask.
+    (a word-for-word copy of a passage is supported by it) and the model the rest (``guards=False``: the
+    model judges every sentence). Raises MalformedReply when the model's reply does not fit the schema
+    even after one re-ask.
     """
     sentences = answer_sentences(draft)
     reasons = [guard(s, question, passages) if guards else "" for s in sentences]
-    asked = [i for i, reason in enumerate(reasons) if not reason]
+    copies = [copied_from(s, passages) if guards and not reasons[i] else 0 for i, s in enumerate(sentences)]
+    asked = [i for i, reason in enumerate(reasons) if not reason and not copies[i]]
     judged: dict[int, prompts.SentenceCheck] = {}
     if asked:
         replies = _ask_model(caller, conversation, draft, [sentences[i] for i in asked], passages, hints)
@@ -107,14 +114,14 @@ def check_draft(
     verdicts: list[Verdict] = []
     for i, sentence in enumerate(sentences):
         check = judged.get(i)
-        supported = not reasons[i] and check is not None and check.supported
-        cited = [] if check is None or not supported else list(dict.fromkeys(check.passages))
+        supported = bool(copies[i]) or (not reasons[i] and check is not None and check.supported)
+        cited = [copies[i]] if copies[i] else [] if check is None or not supported else check.passages
         reason = reasons[i] or ("" if supported else MODEL_UNSUPPORTED if check is not None else NOT_JUDGED)
         verdicts.append(
             {
                 "claim": claim_text(sentence) or sentence,
                 "supported": supported,
-                "evidence": [passages[n - 1]["chunk_id"] for n in cited if 1 <= n <= len(passages)],
+                "evidence": [passages[n - 1]["chunk_id"] for n in dict.fromkeys(cited) if 1 <= n <= len(passages)],
                 "reason": reason,
             }
         )

@@ -182,6 +182,18 @@ def is_near_copy(claim: str, source: str) -> bool:
     return len(changed) <= NEAR_COPY_SPOTS and small and kept >= 4
 
 
+def replaced_words(claim: str, source: str) -> list[tuple[str, str]]:
+    """In a near copy of ``source``, the words ``claim`` has in place of the source's: [(theirs, mine)]."""
+    if not is_near_copy(claim, source):
+        return []
+    mine, theirs = _tokens(claim), _tokens(source)
+    return [
+        (" ".join(theirs[op.src_start : op.src_end]), " ".join(mine[op.dest_start : op.dest_end]))
+        for op in Levenshtein.opcodes(theirs, mine)
+        if op.tag == "replace"
+    ]
+
+
 def _differs(claim: str, source: str, names: dict[str, str]) -> str:
     """How a near copy departs from its source: a negation gained or lost, a number or name replaced."""
     mine, theirs = _tokens(claim), _tokens(source)
@@ -198,6 +210,27 @@ def _differs(claim: str, source: str, names: dict[str, str]) -> str:
         if old_names and new_names and old_names != new_names:
             return f"the passage says {names[old_names[0]]}, not {names[new_names[0]]}"
     return ""
+
+
+COPY_KEEPS = 0.6  # a copy keeps at least this share of its source's words
+
+
+def copied_from(sentence: str, passages: list[Passage]) -> int:
+    """The number of the passage that ``sentence`` copies word for word (words left out, none added or
+    changed, no negation left out), or 0: a copy says what its passage says, so no model need judge it."""
+    mine = _tokens(claim_text(sentence))
+    if len(mine) < 5:  # "Yes, it does." copies half the passages
+        return 0
+    for n, passage in enumerate(passages, start=1):
+        for piece in _pieces(passage["text"]):
+            theirs = _tokens(piece)
+            ops = Levenshtein.opcodes(theirs, mine)
+            if len(mine) < COPY_KEEPS * len(theirs) or any(op.tag in ("insert", "replace") for op in ops):
+                continue
+            left_out = [w for op in ops if op.tag == "delete" for w in theirs[op.src_start : op.src_end]]
+            if not any(w in _NEGATORS for w in left_out):
+                return n
+    return 0
 
 
 def guard(sentence: str, question: str, passages: list[Passage]) -> str:
