@@ -105,7 +105,7 @@ def rewrite(caller: ModelCaller, question: str, history: list[dict[str, str]], f
 class Condensed:
     standalone: str
     reason: str | None  # why the question needed the conversation; None: it stands alone, no model call
-    fallback: str = ""  # why the model's rewrite was dropped for the previous question + the follow-up
+    fallback: str = ""  # why the model's rewrite was dropped for the question as typed
 
     def detail(self) -> dict[str, Any]:
         """What the step's end event (and so the chat and the turn log) shows."""
@@ -126,19 +126,7 @@ def condense_question(
     if reason is None:
         return Condensed(question, None)
     standalone, problem = rewrite(caller, question, history, fewshot)
-    if problem or leans_on_context(standalone, question):
-        # Measured on the follow-up set: the 1.5B sometimes hands the follow-up back as it was, or
-        # keeps "this study"; searching with the previous question in front finds what it refers to.
-        earlier = next((t["content"] for t in reversed(history) if t["role"] == "user"), "")
-        problem = problem or "the rewrite still leans on the conversation"
-        standalone = f"{earlier.strip()} {question.strip()}".strip()[: SHOWN_CHARS * 2]
     return Condensed(standalone, reason, problem)
-
-
-def leans_on_context(rewritten: str, question: str) -> bool:
-    """Whether a rewrite still needs the conversation: the follow-up unchanged, or a referring word left."""
-    words = set(_WORD.findall(_EXISTENTIAL.sub(" ", rewritten.lower())))
-    return rewritten.strip().lower() == question.strip().lower() or bool(words & REFERRING_WORDS)
 
 
 def condense(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
