@@ -213,6 +213,7 @@ def bench_cli(
     def body() -> None:
         from evals.bench.cli_startup import QUERY, run_cli_benchmark
 
+        load_settings()  # bad settings are refused here, clearly, not by the timed commands
         report = run_cli_benchmark(runs=runs, collection=collection, query=query or QUERY, torch=torch)
         if as_json:
             print(json.dumps(report, indent=1, ensure_ascii=False))

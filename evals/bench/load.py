@@ -66,10 +66,14 @@ def _echoing_model() -> ScriptedModel:
     model = ScriptedModel()
 
     def draft(body: dict[str, Any]) -> str:
-        found = _TOKEN.search(last_user(body))
+        # The draft's question is its conversation's last user message; a revision continues that
+        # conversation, so its token is the first one in the messages.
+        text = "\n".join(str(m.get("content") or "") for m in body["messages"] if m["role"] == "user")
+        found = _TOKEN.search(last_user(body)) or _TOKEN.search(text)
         return f"Refunds take 14 days [1]. ({found.group(1) if found else 'no token'})"
 
     model.steps["draft"] = draft
+    model.steps["revise"] = draft  # the fact-check finds no passage for the token and asks for a revision
     return model
 
 
