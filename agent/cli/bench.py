@@ -229,7 +229,10 @@ def bench_factcheck(
     split: Annotated[str, typer.Option(help="Which half: tune, test or all (each half is reported).")] = "all",
     config: Annotated[
         list[str] | None,
-        typer.Option(help="after (the turn's check), before (ed2d3da's), model (after without its guards); repeat."),
+        typer.Option(
+            help="after (the turn's check), before (ed2d3da's), model (after without its guards),"
+            " quoted (after, quoting the closest passage sentence); repeat."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per check on stderr.")] = False,
