@@ -6,6 +6,7 @@ every call is a turn with face ``openai``; bad input gets OpenAI's error shape a
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -16,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from agent.chat.openai_api import MAX_MESSAGE_CHARS, REFERENCES
+from agent.chat.openai_api import MAX_MESSAGE_CHARS, REFERENCES, REVISED, answer_of
 from agent.chat.scripted import ScriptedChat, scripted_chat
 from agent.core.config import Settings
 from agent.records.access import set_visibility
@@ -93,7 +94,7 @@ def test_each_collection_is_a_model(served: ScriptedChat, collection: str) -> No
 
 
 def test_a_completion_is_the_answer_with_its_references_and_is_logged(
-    served: ScriptedChat, collection: str, embedded_db: Database
+    served: ScriptedChat, collection: str, model: ScriptedModel, embedded_db: Database
 ) -> None:
     reply = client_for(served).chat.completions.create(
         model=f"ladder/{collection}",
@@ -118,6 +119,8 @@ def test_a_completion_is_the_answer_with_its_references_and_is_logged(
     assert row["question"] == "How long do refunds take?" and row["answer"] == answer
     assert [c["chunk_id"] for c in row["citations"]] == [c["chunk_id"] for c in extra["citations"]]
     assert row["thread_id"] == extra["thread_id"]
+    sent = json.dumps([body for bodies in model.bodies.values() for body in bodies])
+    assert "You are terse." not in sent  # a client's system prompt never reaches Ladder's model
 
 
 def test_a_stream_comes_in_chunks_and_ends_with_references_the_turn_and_usage(
@@ -338,3 +341,33 @@ def test_tokens_are_the_mcp_tokens(
     reply = client_for(chat, tokens[bob]).chat.completions.create(model=f"ladder/{collection}", messages=ask)
     row = logged(embedded_db, reply.model_extra["ladder"]["turn_id"])
     assert row["user"] == bob and row["face"] == "openai"
+
+
+def test_a_stream_whose_draft_the_fact_check_rewrote_ends_with_the_rewrite(
+    served: ScriptedChat, collection: str, model: ScriptedModel, embedded_db: Database
+) -> None:
+    """Tokens that went out cannot be taken back: the rewrite follows the streamed draft under a marker,
+    and the history a client sends back later holds only the rewrite."""
+
+    def nothing_supported(body: dict[str, Any]) -> str:
+        listed = last_user(body).split("Sentences:\n", 1)[1]
+        numbers = re.findall(r"^(\d+)\. ", listed, flags=re.M)
+        return json.dumps({"checks": [{"n": int(n), "supported": False, "passages": []} for n in numbers]})
+
+    model.steps["fact_check"] = nothing_supported
+    try:
+        stream = client_for(served).chat.completions.create(
+            model=f"ladder/{collection}",
+            messages=[{"role": "user", "content": "How long do refunds take?"}],
+            stream=True,
+        )
+        chunks = list(stream)
+    finally:
+        model.steps["fact_check"] = ScriptedModel.fact_check
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    extra = next(c.model_extra["ladder"] for c in chunks if c.choices and c.choices[0].finish_reason == "stop")
+    row = logged(embedded_db, extra["turn_id"])
+    assert extra["revised"] and row["answer"] == "Refunds take 14 days [1]."
+    draft, rewrite = text.split(REVISED)
+    assert "Fact number" in draft and rewrite.split(REFERENCES)[0] == row["answer"]
+    assert answer_of(text) == row["answer"]
