@@ -32,6 +32,7 @@ DOCS = [
     {"id": "refunds", "title": "Refunds", "text": "Refunds are paid within 14 days after the returned parcel arrives."},
     {"id": "shipping", "title": "Shipping", "text": "Parcels ship from the Rotterdam warehouse every weekday."},
 ]
+SECRET = "sk-proj-abcdefghijklmnopqrstuvwxyzABCDEFGH012345"
 WAIT_S = 60.0  # how long a test waits for a turn to reach the log (a bound, not a timing assertion)
 
 
@@ -168,7 +169,7 @@ def test_the_history_makes_a_follow_up_work(
         follow_up = client_for(served).chat.completions.create(
             model=f"ladder/{collection}",
             messages=[
-                {"role": "user", "content": "How long do refunds take?"},
+                {"role": "user", "content": f"How long do refunds take? My key is {SECRET}"},
                 {"role": "assistant", "content": earlier},
                 {"role": "user", "content": [{"type": "text", "text": "And is that in working days?"}]},
             ],
@@ -179,6 +180,7 @@ def test_the_history_makes_a_follow_up_work(
     prompt = last_user(model.bodies["condense"][-1])
     assert "How long do refunds take?" in prompt and earlier.split(REFERENCES)[0][:60] in prompt
     assert "References:" not in prompt  # what Ladder appended is not read back as the answer
+    assert SECRET not in prompt  # earlier messages are redacted as questions are, before any model sees them
     extra = follow_up.model_extra["ladder"]
     row = logged(embedded_db, extra["turn_id"])
     assert row["question"] == "And is that in working days?" and row["face"] == "openai"
