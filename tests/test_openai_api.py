@@ -373,3 +373,46 @@ def test_a_stream_whose_draft_the_fact_check_rewrote_ends_with_the_rewrite(
     draft, rewrite = text.split(REVISED)
     assert "Fact number" in draft and rewrite.split(REFERENCES)[0] == row["answer"]
     assert answer_of(text) == row["answer"]
+
+
+def test_calls_beyond_the_turns_allowed_get_429_and_lose_nothing(
+    embedded_db: Database, embedder, collection: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One turn at a time and none waiting: a second call while the first is held gets 429 with
+    Retry-After and starts no turn; the first still finishes, and a call after it is answered."""
+    from agent.chat import openai_api
+
+    monkeypatch.setattr(openai_api, "MAX_WAITING", 0)
+    held = threading.Event()
+    model = ScriptedModel()
+
+    def held_draft(body: dict[str, Any]) -> str:
+        held.wait(WAIT_S)
+        return ScriptedModel.draft(body)
+
+    model.steps["draft"] = held_draft
+    kb = KnowledgeBase(embedded_db, embedder)
+    settings = Settings(llm_max_retries=0, collection=collection, data_dir=embedded_db.embedded.root, ui_concurrency=1)
+    ask = {"model": f"ladder/{collection}", "messages": [{"role": "user", "content": "Where do parcels ship from?"}]}
+    with scripted_chat(settings, kb, model) as chat:
+        try:
+            with httpx.stream(
+                "POST", chat.url + "v1/chat/completions", json={**ask, "stream": True}, timeout=60
+            ) as first:
+                lines = first.iter_lines()
+                assert next(lines).startswith("data: ")  # the first turn has started and is held
+                other = {**ask, "messages": [{"role": "user", "content": f"Refused {uuid.uuid4().hex}?"}]}
+                refused = _post(chat, other)
+                assert refused.status_code == 429 and refused.headers["retry-after"]
+                assert refused.json()["error"]["type"] == "rate_limit_error"
+                with embedded_db.connection() as conn:
+                    question = other["messages"][0]["content"]
+                    assert (
+                        conn.execute("SELECT count(*) FROM turns WHERE question = %s", (question,)).fetchone()[0] == 0
+                    )
+                held.set()
+                rest = [line for line in lines if line]
+            assert rest[-1] == "data: [DONE]"
+            assert client_for(chat).chat.completions.create(**ask).choices[0].message.content
+        finally:
+            held.set()
