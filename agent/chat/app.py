@@ -19,6 +19,7 @@ from agent.chat.auth import BearerTokens
 from agent.chat.handlers import NO_DATABASE, ChatHandlers, ChatServices, browser_secret
 from agent.chat.login import BrowserLogins, LoginService, SessionGuard, pin_forwarded_trust
 from agent.chat.mcp import AgentTools
+from agent.chat.openai_api import openai_routes
 from agent.core.context import SWITCHES
 from agent.records.users import user_for_token
 
@@ -198,11 +199,13 @@ def launch(
     port: int,
     services: ChatServices,
     mcp: bool = True,
+    openai_api: bool = True,
     max_upload_mb: float = 50.0,
     block: bool = True,
 ) -> Any:
     """Serve the chat (no share link, no analytics). With users, the browser logs in against the
-    users table and MCP/API callers send a bearer token (checked by BearerTokens, also on MCP)."""
+    users table and MCP/API callers send a bearer token (checked by BearerTokens, also on MCP).
+    ``openai_api``: also serve /v1/models and /v1/chat/completions (agent/chat/openai_api.py)."""
     kb = services.agent.kb
 
     def resolve(token: str) -> str | None:
@@ -217,12 +220,13 @@ def launch(
     if services.login:
         middleware.insert(0, Middleware(SessionGuard, logins=logins))
     pin_forwarded_trust()
+    routes = openai_routes(services.agent, login=services.login, max_turns=services.settings.ui_concurrency)
     return app.launch(
         server_name=host,
         server_port=port,
         auth=logins.auth if services.login else None,
         auth_message="Ladder: log in to chat with your documents" if services.login else None,
-        app_kwargs={"middleware": middleware},
+        app_kwargs={"middleware": middleware, "routes": routes if openai_api else []},
         share=False,
         mcp_server=mcp,
         show_error=False,
