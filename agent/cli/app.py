@@ -57,6 +57,7 @@ db_app.command("add")(database.db_add)
 db_app.command("sources")(database.db_sources)
 db_app.command("remove")(database.db_remove)
 db_app.command("load")(database.db_load)
+db_app.command("load-file")(database.db_load_file)
 db_app.add_typer(database.examples_app, name="examples")
 app.command("sql")(database.sql_command)
 # The model
