@@ -52,7 +52,7 @@ def test_names_from_a_file_become_identifiers_of_allowed_characters_only() -> No
 @pytest.mark.parametrize(
     ("cells", "kind", "values"),
     [
-        (["1", "2", "", "NA"], "bigint", [1, 2, None, None]),
+        (["1", "2.0", "", "NA"], "bigint", [1, 2, None, None]),
         (["1.5", "2", "-3e2"], "double precision", [1.5, 2.0, -300.0]),
         ([3, 4.0, None], "bigint", [3, 4, None]),
         (["true", "False"], "boolean", [True, False]),

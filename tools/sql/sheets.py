@@ -36,7 +36,7 @@ MAX_COLUMNS = 1600  # PostgreSQL's own limit on a table's columns
 _IDENT_MAX = 63
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _NOT_IDENT = re.compile(r"[^a-z0-9_]+")
-_INTEGER = re.compile(r"^[+-]?\d{1,18}$")
+_INTEGER = re.compile(r"^[+-]?\d{1,18}(\.0*)?$")  # "181.0": pandas writes a whole column with gaps so
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$")
@@ -159,7 +159,9 @@ def _integer(value: Any) -> int | None:
         return value if abs(value) < 2**63 else None
     if isinstance(value, float):
         return int(value) if value.is_integer() and abs(value) < 2**53 else None
-    return int(value.strip()) if isinstance(value, str) and _INTEGER.match(value.strip()) else None
+    if isinstance(value, str) and _INTEGER.match(value.strip()):
+        return int(value.strip().split(".")[0])
+    return None
 
 
 def _number(value: Any) -> float | None:
