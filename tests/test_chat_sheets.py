@@ -41,3 +41,22 @@ def test_a_dropped_spreadsheet_is_offered_as_text_and_as_data(
     expect(report).to_contain_text("1 added", timeout=60_000)
     hits = chat.agent.kb.search("Ann Night shifts", chat.collection, k=1, mode="keyword")
     assert hits and "| Ann | Night | 4 |" in hits[0].text
+
+
+def test_with_logins_on_a_dropped_spreadsheet_is_not_loaded_as_data(tmp_path: Path) -> None:
+    from agent.chat.handlers import ChatHandlers, ChatServices
+    from agent.core.config import Settings
+
+    class NoDatabase:  # with logins on, the refusal comes before any database work
+        settings = Settings()
+
+        @property
+        def kb(self) -> Any:
+            raise AssertionError("the database was used")
+
+    handlers = ChatHandlers(ChatServices(NoDatabase(), "scripted", login=True))  # type: ignore[arg-type]
+    sheet = make_xlsx(tmp_path / "pay.xlsx", {"Pay": [["Name", "Salary"], ["Ann", 1]]})
+    report, _ = handlers.load_data([str(sheet)])
+    assert report.startswith("**Not loaded:** with logins on, a database would be shared by every user")
+    shown, hint = handlers.offer_data([str(tmp_path / "notes.md")])
+    assert shown["visible"] is False and hint == ""
