@@ -165,3 +165,17 @@ def test_load_file_command_registers_the_database_for_the_sql_tool(embedded_db: 
     bad.write_text("x")
     failed = subprocess.run([*run, str(bad)], env=env, capture_output=True, text=True, timeout=300)
     assert failed.returncode == 1 and "not a spreadsheet" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_the_benchmark_counts_an_answer_only_when_its_rows_hold_the_gold_one() -> None:
+    from evals.bench.sheets import matches
+
+    assert matches([["5076.0162601626016260"]], 5076.016)  # numeric reaches JSON as a string
+    assert matches([[5076.0]], 5076.016)  # ROUND(avg) still counts
+    assert not matches([[5000]], 5076.016)
+    assert not matches([[344], [1]], 344)  # one answer wanted, two rows given
+    groups = {"Adelie": 152, "Chinstrap": 68, "Gentoo": 124}
+    assert matches([["Gentoo", 124], ["Adelie", 152], ["Chinstrap", 68]], groups)
+    assert not matches([["Gentoo", 124], ["Adelie", 152]], groups)
+    assert not matches([["Gentoo", 152], ["Adelie", 124], ["Chinstrap", 68]], groups)
+    assert matches([["gentoo "]], "Gentoo") and not matches([["Adelie"]], "Gentoo")
