@@ -420,7 +420,6 @@ class ChatHandlers:
         progress(1, desc="done")
         return upload_report(report, staged, collection)
 
-
     def offer_data(self, files: list[str] | None) -> tuple[dict[str, Any], str]:
         """On a drop: show "Load as data" when spreadsheets are among the files, and say what each button does."""
         from agent.chat.spreadsheets import offer
