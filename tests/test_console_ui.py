@@ -104,6 +104,27 @@ def _cell(page: Any, table: str, text: str) -> Any:
     return page.locator(f"{table} [role=gridcell]", has_text=text).first
 
 
+def _run_the_set_from_the_console(page: Any, set_ref: str) -> None:
+    """Start a ladder run on the named set, then read its table and the rungs' answers side by side."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Evaluations").click()
+    page.locator("#start_set textarea").fill(set_ref)
+    page.locator("#start_run").click()
+    expect(page.locator("#start_progress")).to_contain_text("done (2 answers)", timeout=120_000)
+    runs = page.locator("#runs_table")
+    expect(runs).to_contain_text(set_ref, timeout=20_000)
+    _cell(page, "#runs_table", set_ref).click()
+    expect(page.locator("#report_table")).to_contain_text("+retrieval", timeout=20_000)
+    run_id = page.locator("#report_run input").input_value()
+    page.locator("#diff_run_a input").fill(run_id)
+    page.locator("#diff_rung_a textarea").fill("baseline")
+    page.locator("#diff_rung_b textarea").fill("+retrieval")
+    page.locator("#diff_show").click()
+    expect(page.locator("#diff_table")).to_contain_text(REFERENCE[:30], timeout=20_000)  # expected, beside answers
+    _shot(page, "evaluations")
+
+
 def _shot(page: Any, name: str) -> None:
     folder = os.environ.get("LADDER_CONSOLE_SHOTS")
     if folder:
@@ -183,9 +204,7 @@ def test_a_thumbs_down_is_reviewed_into_a_named_set(served: Any) -> None:
             page.get_by_role("tab", name="Knowledge").click()
             expect(page.locator("#collections_table")).to_contain_text(f"console-{served.tag}", timeout=20_000)
             _shot(page, "knowledge")
-            page.get_by_role("tab", name="Evaluations").click()
-            expect(page.locator("#runs_table")).to_be_visible()
-            _shot(page, "evaluations")
+            _run_the_set_from_the_console(page, f"set:{set_name}@1")
         finally:
             browser.close()
 

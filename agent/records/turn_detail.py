@@ -59,6 +59,11 @@ def _section(title: str, lines: list[str]) -> list[str]:
     return [f"== {title} ==", *(lines or ["(none)"]), ""]
 
 
+def _indented(text: object) -> str:
+    """A message's text with its later lines indented under it, so the calls stay readable."""
+    return str(text if text is not None else "").replace("\n", "\n        ")
+
+
 def _calls(calls: list[dict[str, Any]]) -> list[str]:
     lines = []
     for n, call in enumerate(calls, start=1):
@@ -66,8 +71,8 @@ def _calls(calls: list[dict[str, Any]]) -> list[str]:
             f"[{n}] {call.get('step')} {call.get('model')}: {call.get('prompt_tokens')} in, "
             f"{call.get('completion_tokens')} out, {call.get('seconds')} s"
         )
-        lines += [f"    {m.get('role')}: {m.get('content')}" for m in call.get("messages") or []]
-        lines.append(f"    reply: {call.get('reply')}")
+        lines += [f"    {m.get('role')}: {_indented(m.get('content'))}" for m in call.get("messages") or []]
+        lines.append(f"    reply: {_indented(call.get('reply'))}")
     return lines
 
 

@@ -5,17 +5,25 @@ Every method checks the caller is an operator first (ConsoleService.guard).
 
 from __future__ import annotations
 
+import logging
+import queue
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from agent.chat.console.service import ConsoleService, _short
+from agent.records.evalsets import EvalSetStoreError, parse_set_ref
 from evals.eval_sets import EvalSetError, load_eval_set, named_set
 from evals.ladder.report import headline, load_results, summarize, table_rows, write_chart
+from evals.ladder.run import run_ladder
 from knowledge.errors import LadderError
 
+log = logging.getLogger(__name__)
+POLL_S = 0.5  # how often a started run's progress is shown
 RUN_COLUMNS = ["run", "dataset", "model", "collection", "rungs", "examples", "status", "created"]
 DIFF_COLUMNS = ["example", "question", "expected", "answer A", "score A", "answer B", "score B"]
 
@@ -93,3 +101,55 @@ class Evaluations:
              _short((b.get(i) or {}).get("answer"), 300), score(b.get(i))]
             for i in sorted(a.keys() | b.keys())
         ]  # fmt: skip
+
+    def start(
+        self, request: gr.Request | None, set_ref: str, rungs: str, limit: Any, collection: str = ""
+    ) -> Iterator[str]:
+        """Run the ladder on a named set (``set:NAME[@V]``) asking ``collection`` (default: the chat's),
+        on a worker thread, showing its progress."""
+        self.console.guard(request)
+        evalset = self._named(set_ref)
+        ladder = [r.strip() for r in (rungs or "").split(",") if r.strip()] or ["baseline", "+retrieval"]
+        count = min(int(limit) if limit else len(evalset.examples), len(evalset.examples))
+        events: queue.Queue[str] = queue.Queue()
+        outcome: dict[str, Any] = {}
+        agent = self.console.handlers.agent
+
+        def work() -> None:
+            try:
+                outcome["run"] = run_ladder(
+                    agent.settings, agent.kb, evalset, rungs=ladder, limit=count,
+                    collection=(collection or "").strip() or agent.settings.collection,
+                    progress=lambda rung, position, n: events.put(rung),
+                )  # fmt: skip
+            except (LadderError, ValueError) as exc:
+                outcome["error"] = str(exc)
+            except Exception as exc:  # the page says it failed; the server log keeps the trace
+                log.exception("a console evaluation run failed")
+                outcome["error"] = f"the run failed unexpectedly ({type(exc).__name__}); see the server log"
+
+        worker = threading.Thread(target=work, name="ladder-console-eval", daemon=True)
+        worker.start()
+        done = 0
+        yield f"Started {evalset.name}: {len(ladder)} rungs × {count} examples."
+        while worker.is_alive() or not events.empty():  # ends with the run, which is bounded by its examples
+            try:
+                rung = events.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            done += 1
+            yield f"{evalset.name}: {done}/{len(ladder) * count} answers (now at {rung})"
+        worker.join()
+        if "error" in outcome:
+            raise gr.Error(outcome["error"], print_exception=False)
+        yield f"Run **{outcome['run']}** done ({done} answers): refresh the runs to see it."
+
+    def _named(self, set_ref: str) -> Any:
+        try:
+            ref = parse_set_ref((set_ref or "").strip())
+            if ref is None:
+                raise EvalSetStoreError("name a set as set:NAME or set:NAME@VERSION")
+            with self.db.connection() as conn:
+                return named_set(conn, ref[0], ref[1])
+        except (EvalSetStoreError, EvalSetError) as exc:
+            raise gr.Error(str(exc), print_exception=False) from None

@@ -6,6 +6,7 @@ the endpoints directly is refused too. Every event is private (no API endpoint, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -79,7 +80,7 @@ def _turns_tab(console: ConsoleService) -> tuple[Any, list[Any], list[Any]]:
     with gr.Row():
         turn_id = gr.Textbox(label="Turn id (click a row)", elem_id="turn_id", scale=4)
         show = gr.Button("Show turn", elem_id="turn_show", scale=1)
-    detail = gr.Code(label="The turn whole (as `ladder logs show`)", language=None, elem_id="turn_detail")
+    detail = gr.Code(label="The turn whole (as `ladder logs show`)", language=None, max_lines=60, elem_id="turn_detail")
     filters = [since, until, face, user, collection, status, feedback, unsupported, errors]
 
     def find(
@@ -155,6 +156,15 @@ def _review_tab(console: ConsoleService) -> tuple[Any, list[Any], list[Any]]:
 
 
 def _evaluations_tab(evals: Evaluations) -> tuple[Any, list[Any], list[Any]]:
+    with gr.Row():
+        set_ref = gr.Textbox(label="Named set (set:NAME or set:NAME@VERSION)", elem_id="start_set", scale=2)
+        rungs = gr.Textbox("baseline,+retrieval", label="Rungs", elem_id="start_rungs", scale=2)
+        limit = gr.Number(label="First N examples (empty: all)", precision=0, elem_id="start_limit", scale=1)
+        collection = gr.Textbox(
+            evals.console.handlers.services.settings.collection, label="Collection", elem_id="start_collection"
+        )
+        start = gr.Button("Start a run", variant="primary", elem_id="start_run", scale=1)
+    progress = gr.Markdown(elem_id="start_progress")
     refresh = gr.Button("Refresh the runs", elem_id="runs_refresh")
     runs = _table(RUN_COLUMNS, "runs_table")
     with gr.Row():
@@ -183,6 +193,12 @@ def _evaluations_tab(evals: Evaluations) -> tuple[Any, list[Any], list[Any]]:
     def compared(a: Any, ra: str, b: Any, rb: str, m: str, request: gr.Request) -> list[list[Any]]:
         return evals.diff(request, a, ra, b, rb, m)
 
+    def started(chosen: str, names: str, first: Any, target: str, request: gr.Request) -> Iterator[str]:
+        yield from evals.start(request, chosen, names, first, target)
+
+    start.click(started, [set_ref, rungs, limit, collection], [progress], **PRIVATE).then(
+        evals.runs, None, [runs], **PRIVATE
+    )
     refresh.click(evals.runs, None, [runs], **PRIVATE)
     runs.select(picked, [runs], [run_id, report, chart], **PRIVATE)
     show.click(reported, [run_id], [report, chart], **PRIVATE)

@@ -21,7 +21,7 @@ from knowledge.store import list_collections
 if TYPE_CHECKING:
     from agent.chat.handlers import ChatHandlers
 
-TURN_COLUMNS = ["turn", "started", "face", "user", "collection", "status", "feedback", "unsupported", "question"]
+TURN_COLUMNS = ["turn", "started", "face", "user", "collection", "status", "feedback", "fact-check", "question"]
 QUEUE_COLUMNS = ["turn", "started", "why", "user", "question", "answer", "comment"]
 
 
@@ -80,7 +80,7 @@ class ConsoleService:
             rows = find_turns(conn, TurnFilter(since=since, until=until, **chosen))
         return [
             [r["turn_id"], f"{r['started_at']:%Y-%m-%d %H:%M:%S}", r["face"], r["user"] or "(operator)",
-             r["collection"] or "", r["status"], r["feedback"] or "", "yes" if r["unsupported"] else "",
+             r["collection"] or "", r["status"], r["feedback"] or "", "failed" if r["unsupported"] else "",
              _short(r["question"])]
             for r in rows
         ]  # fmt: skip
