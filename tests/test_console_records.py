@@ -214,3 +214,15 @@ def test_cli_logs_show_and_users_add_operator(embedded_db: Database, tmp_path: A
     with embedded_db.connection() as conn:
         assert {u["name"]: u["role"] for u in list_users(conn)}[name] == "operator"
         conn.execute("DELETE FROM users WHERE name = %s", (name,))  # logins stay off for the rest of the session
+
+
+def test_cli_eval_run_reads_named_sets_and_refuses_bad_ones(embedded_db: Database) -> None:
+    missing = _cli(embedded_db, "eval", "run", f"set:nothing-{uuid.uuid4().hex[:6]}", "--ladder", "baseline")
+    assert missing.returncode != 0 and "no eval set" in missing.stderr, missing.stderr
+    name = f"cli-run-{uuid.uuid4().hex[:6]}"
+    with embedded_db.connection() as conn:
+        put_item(conn, name, {"item_id": "a", "question": "Q?", "reference_answer": "A"})
+    too_new = _cli(embedded_db, "eval", "run", f"set:{name}@7", "--ladder", "baseline")
+    assert too_new.returncode != 0 and "versions 1 to 1, not 7" in too_new.stderr, too_new.stderr
+    not_named = _cli(embedded_db, "eval", "run", "pubmedqa", "--version", "2")
+    assert not_named.returncode != 0 and "needs a named set" in not_named.stderr, not_named.stderr

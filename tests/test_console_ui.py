@@ -20,6 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
+import httpx
 import pytest
 
 from agent.chat.browser import CHROMIUM, CHROMIUM_FLAGS
@@ -64,6 +65,25 @@ def served(embedded_db: Database, embedder, tmp_path_factory: pytest.TempPathFac
         with embedded_db.connection() as conn:
             remove_user(conn, op)
             remove_user(conn, ann)
+
+
+def _call_event(url: str, name: str, elem_id: str) -> dict[str, Any]:
+    """Trigger the click event of the console button ``elem_id`` over HTTP as the logged-in ``name``, the
+    way the page would (no page in between); returns Gradio's final message for it."""
+    with httpx.Client(base_url=url, timeout=60) as http:
+        assert http.post("login", data={"username": name, "password": PASSWORD}).status_code == 200
+        config = http.get("config").json()
+        button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id)
+        event = next(d for d in config["dependencies"] if [button, "click"] in [list(t) for t in d["targets"]])
+        session = uuid.uuid4().hex
+        body = {"data": [], "fn_index": event["id"], "trigger_id": button, "session_hash": session}
+        assert http.post("gradio_api/queue/join", json=body).status_code == 200
+        with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for n, line in enumerate(stream.iter_lines()):
+                message = json.loads(line[5:]) if line.startswith("data:") else {}
+                if message.get("msg") == "process_completed" or n > 1000:
+                    return message
+    raise AssertionError("the event never completed")
 
 
 def _log_in(browser: Any, url: str, name: str) -> Any:
@@ -146,6 +166,10 @@ def test_a_user_is_refused_the_console_page_and_its_endpoints(served: Any) -> No
             expect(page.locator("#queue_table")).not_to_be_visible()
         finally:
             browser.close()
+    refused = _call_event(served.url, served.ann, "queue_refresh")  # the endpoint itself, past the page
+    assert refused["success"] is False and "for operators" in json.dumps(refused)
+    allowed = _call_event(served.url, served.op, "queue_refresh")
+    assert allowed["success"] is True, allowed
     console = ConsoleService(ChatHandlers(served.services))
     as_ann = SimpleNamespace(username=served.ann)
     calls = [
