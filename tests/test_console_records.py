@@ -226,3 +226,7 @@ def test_cli_eval_run_reads_named_sets_and_refuses_bad_ones(embedded_db: Databas
     assert too_new.returncode != 0 and "versions 1 to 1, not 7" in too_new.stderr, too_new.stderr
     not_named = _cli(embedded_db, "eval", "run", "pubmedqa", "--version", "2")
     assert not_named.returncode != 0 and "needs a named set" in not_named.stderr, not_named.stderr
+    listed = _cli(embedded_db, "eval", "sets", "--json")
+    assert {json.loads(line)["name"]: json.loads(line)["version"] for line in listed.stdout.splitlines()}[name] == 1
+    items = _cli(embedded_db, "eval", "sets", f"{name}@1", "--json")
+    assert [json.loads(line)["reference_answer"] for line in items.stdout.splitlines()] == ["A"], items.stderr

@@ -81,6 +81,32 @@ def _eval_set(settings: Any, dataset: str, version: int | None) -> Any:
         return named_set(conn, ref[0], ref[1] if ref[1] is not None else version)
 
 
+def eval_sets(
+    name: Annotated[str | None, typer.Argument(help="Show this set's items (set NAME or NAME@VERSION).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """The named eval sets (built in the console's review queue) with their versions; or one set's items."""
+
+    def body() -> None:
+        from agent.records.evalsets import list_sets, parse_set_ref, set_items
+        from knowledge.db import Database
+
+        ref = parse_set_ref(f"set:{name}") if name else None
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
+            rows = set_items(conn, *ref)[1] if ref else list_sets(conn)
+        if as_json:
+            for row in rows:
+                print(json.dumps(row, default=str, ensure_ascii=False))
+            return
+        keys = ("item_id", "question", "reference_answer") if ref else ("name", "version", "items", "updated_at")
+        table = Table(*keys)
+        for row in rows:
+            table.add_row(*(str(row[k])[:80] for k in keys))
+        out.print(table)
+
+    run(body)
+
+
 def _metric_cell(rung: dict[str, Any], name: str) -> str:
     """One rung's mean of a metric with its change from the rung below; empty where the rung lacks it."""
     if name not in rung["metrics"]:
