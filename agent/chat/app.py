@@ -64,6 +64,7 @@ class _Page:
     files: Any
     ingest_button: Any
     ingest_report: Any
+    load_button: Any
 
 
 def build_app(services: ChatServices) -> gr.Blocks:
@@ -116,6 +117,7 @@ def _layout(services: ChatServices, handlers: ChatHandlers) -> _Page:
             switches = _switch_boxes(settings)
             files = gr.File(label="Add documents to the collection", file_count="multiple", type="filepath")
             ingest_button = gr.Button("Ingest", elem_id="ingest")
+            load_button = gr.Button("Load as data", elem_id="load_data", visible=False)  # for spreadsheets
             ingest_report = gr.Markdown(elem_id="ingest_report")
     return _Page(
         browser,
@@ -135,6 +137,7 @@ def _layout(services: ChatServices, handlers: ChatHandlers) -> _Page:
         files,
         ingest_button,
         ingest_report,
+        load_button,
     )
 
 
@@ -188,6 +191,8 @@ def _wire(app: gr.Blocks, page: _Page, handlers: ChatHandlers) -> None:
         **PRIVATE,
     )
     p.ingest_button.click(handlers.ingest, [p.files, p.collection], [p.ingest_report], **PRIVATE)
+    p.files.change(handlers.offer_data, [p.files], [p.load_button, p.ingest_report], **PRIVATE)
+    p.load_button.click(handlers.load_data, [p.files], [p.ingest_report, p.database], **PRIVATE)
     side_panel = [c.input for c in (p.collection, p.database, *boxes)]  # the user's changes, not restore's
     gr.on(side_panel, keep_choices, choices, [p.choices], queue=False, **PRIVATE)
     app.load(handlers.restore, [p.browser], [p.browser, p.chat], **PRIVATE)

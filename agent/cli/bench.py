@@ -195,6 +195,24 @@ def bench_followups(
     run(body)
 
 
+def bench_sheets(
+    formats: Annotated[str, typer.Option("--formats", help="Which loads to ask: csv, xlsx or csv,xlsx.")] = "csv,xlsx",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Spreadsheets as data: ten aggregate questions over the Palmer penguins (written out as CSV and XLSX,
+    loaded by `ladder db load-file`) through the agent; execution accuracy beside the gold SQL's."""
+    chosen = [f.strip() for f in formats.split(",") if f.strip()]
+    if not chosen or any(f not in ("csv", "xlsx") for f in chosen):
+        raise typer.BadParameter("use csv, xlsx or csv,xlsx", param_hint="--formats")
+
+    def body() -> None:
+        from evals.bench.sheets import run_sheets_benchmark
+
+        run_sheets_benchmark(load_settings(), list(dict.fromkeys(chosen)), as_json=as_json)
+
+    run(body)
+
+
 def bench_cli(
     runs: Annotated[int, typer.Option(min=1, max=100, help="Counted runs of each command.")] = 5,
     collection: Annotated[
