@@ -164,6 +164,28 @@ def sqleval_set() -> EvalSet:
     return EvalSet("sql-eval", examples)
 
 
+def named_set(conn: Any, name: str, version: int | None = None) -> EvalSet:
+    """A named set kept in Postgres (agent.records.evalsets) at ``version`` (default: its current one).
+
+    The set's name records the version (``set:NAME@3``), so a run says exactly what it was scored against."""
+    from agent.records.evalsets import set_items
+
+    chosen, items = set_items(conn, name, version)
+    if not items:
+        raise EvalSetError(f"eval set {name!r} has no items at version {chosen}")
+    examples = [
+        EvalExample(
+            id=item["item_id"],
+            question=item["question"],
+            reference_answer=item["reference_answer"],
+            reference_contexts=list(item["reference_contexts"]) or None,
+            reference_doc_ids=list(item["reference_doc_ids"]) or None,
+        )
+        for item in items
+    ]
+    return EvalSet(f"set:{name}@{chosen}", examples)
+
+
 def load_eval_set(name: str) -> EvalSet:
     """A built-in set by name (pubmedqa, fanoutqa, sql-eval) or a JSONL file by path."""
     if name == "pubmedqa":

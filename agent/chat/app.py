@@ -16,6 +16,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from agent.chat.auth import BearerTokens
+from agent.chat.console import add_console, console_link
 from agent.chat.handlers import NO_DATABASE, ChatHandlers, ChatServices, browser_secret
 from agent.chat.login import BrowserLogins, LoginService, SessionGuard, pin_forwarded_trust
 from agent.chat.mcp import AgentTools
@@ -77,6 +78,8 @@ def build_app(services: ChatServices) -> gr.Blocks:
         # carries no login, and a direct call hands the tool the caller's own request.
         gr.api(tools.ask, api_name="ask", queue=False)
         gr.api(tools.search_knowledge, api_name="search_knowledge", queue=False)
+        console_link(app, handlers)
+    add_console(app, handlers)  # the operator's console at /console (agent/chat/console/)
     app.queue(default_concurrency_limit=services.settings.ui_concurrency)
     return app
 

@@ -70,6 +70,7 @@ eval_app.command("run")(evaluate.eval_run)
 eval_app.command("report")(evaluate.eval_report)
 eval_app.command("compare")(evaluate.eval_compare)
 eval_app.command("sweep-chunks")(evaluate.eval_sweep_chunks)
+eval_app.command("sets")(evaluate.eval_sets)
 # The turn log and what is made of it
 app.add_typer(logs.logs_app, name="logs")
 app.command("feedback")(logs.feedback)

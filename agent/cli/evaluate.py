@@ -14,7 +14,9 @@ from agent.cli.common import err, load_settings, out, output_file, run
 
 
 def eval_run(
-    dataset: Annotated[str, typer.Argument(help="pubmedqa, fanoutqa, sql-eval, or a JSONL eval set.")],
+    dataset: Annotated[
+        str, typer.Argument(help="pubmedqa, fanoutqa, sql-eval, a JSONL eval set, or a named set: set:NAME[@VERSION].")
+    ],
     ladder: Annotated[
         str,
         typer.Option(help="Rungs, in order: baseline,+fewshot,+retrieval,+hybrid,+hyde,+rerank,+decompose,+factcheck"),
@@ -25,6 +27,7 @@ def eval_run(
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Examples answered at once.")] = 1,
     collection: Annotated[str | None, typer.Option("--collection", "-c", help="Ask this collection.")] = None,
     resume: Annotated[int | None, typer.Option(help="Finish this run (after a crash).")] = None,
+    version: Annotated[int | None, typer.Option(min=1, help="The named set's version (as set:NAME@V).")] = None,
 ) -> None:
     """Answer the eval set at every rung of the ladder, scoring and storing each answer (resumable)."""
 
@@ -32,11 +35,10 @@ def eval_run(
         from tqdm import tqdm
 
         from agent.core.assemble import open_knowledge_base
-        from evals.eval_sets import load_eval_set
         from evals.ladder.run import run_ladder
 
         settings = load_settings()
-        evalset = load_eval_set(dataset)
+        evalset = _eval_set(settings, dataset, version)
         rungs = [r.strip() for r in ladder.split(",") if r.strip()]
         total = len(rungs) * min(limit or len(evalset.examples), len(evalset.examples))
         with open_knowledge_base(settings) as kb, tqdm(total=total, desc="ladder", unit="answer") as bar:
@@ -59,6 +61,48 @@ def eval_run(
                 progress=progress,
             )
         out.print(f"run {run_id} done: ladder eval report {run_id}", highlight=False, markup=False)
+
+    run(body)
+
+
+def _eval_set(settings: Any, dataset: str, version: int | None) -> Any:
+    """The set to run: a named one from the database (``set:NAME[@V]``, or ``--version``), else a file or built-in."""
+    from agent.records.evalsets import parse_set_ref
+    from evals.eval_sets import load_eval_set, named_set
+
+    ref = parse_set_ref(dataset) if dataset.startswith("set:") else None
+    if ref is None:
+        if version is not None:
+            raise typer.BadParameter("--version needs a named set (set:NAME)", param_hint="--version")
+        return load_eval_set(dataset)
+    from knowledge.db import Database
+
+    with Database(settings.database_config()) as db, db.connection() as conn:
+        return named_set(conn, ref[0], ref[1] if ref[1] is not None else version)
+
+
+def eval_sets(
+    name: Annotated[str | None, typer.Argument(help="Show this set's items (set NAME or NAME@VERSION).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """The named eval sets (built in the console's review queue) with their versions; or one set's items."""
+
+    def body() -> None:
+        from agent.records.evalsets import list_sets, parse_set_ref, set_items
+        from knowledge.db import Database
+
+        ref = parse_set_ref(f"set:{name}") if name else None
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
+            rows = set_items(conn, *ref)[1] if ref else list_sets(conn)
+        if as_json:
+            for row in rows:
+                print(json.dumps(row, default=str, ensure_ascii=False))
+            return
+        keys = ("item_id", "question", "reference_answer") if ref else ("name", "version", "items", "updated_at")
+        table = Table(*keys)
+        for row in rows:
+            table.add_row(*(str(row[k])[:80] for k in keys))
+        out.print(table)
 
     run(body)
 

@@ -74,6 +74,27 @@ def logs(
     run(body)
 
 
+@logs_app.command("show")
+def logs_show(
+    turn_id: Annotated[str, typer.Argument(help="The turn (its id, as `ladder logs` shows it).")],
+    as_json: Annotated[bool, typer.Option("--json", help="The whole turn as one JSON object.")] = False,
+) -> None:
+    """One turn whole: steps with durations, model calls, passages with rank and score, verdicts, answer, feedback."""
+
+    def body() -> None:
+        from agent.records.turn_detail import render_turn, turn_detail, turn_json
+        from knowledge.db import Database
+
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
+            turn = turn_detail(conn, turn_id)
+        if turn is None:
+            err.print(f"error: no turn {turn_id!r} (ladder logs lists them)", style="red", markup=False)
+            raise typer.Exit(1)
+        print(turn_json(turn) if as_json else render_turn(turn))
+
+    run(body)
+
+
 @logs_app.command("prune")
 def logs_prune(
     older_than: Annotated[str, typer.Option("--older-than", help="Delete turns older than this: 90d, 12h.")],

@@ -37,7 +37,11 @@ def _database() -> Database:
 
 
 @users_app.command("add")
-def users_add(name: Annotated[str, typer.Argument(help="Login name.")], password_stdin: PasswordStdin = False) -> None:
+def users_add(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    password_stdin: PasswordStdin = False,
+    operator: Annotated[bool, typer.Option("--operator", help="May use the console (every turn, review).")] = False,
+) -> None:
     """Add a user (the first one turns logins on at the next `ladder chat`)."""
     from agent.records.users import add_user, check_name
 
@@ -45,8 +49,27 @@ def users_add(name: Annotated[str, typer.Argument(help="Login name.")], password
         check_name(name)
         password = _password(password_stdin)
         with _database() as db, db.connection() as conn:
-            add_user(conn, name, password)
-        out.print(f"added user {name}", highlight=False, markup=False)
+            add_user(conn, name, password, operator=operator)
+        out.print(f"added {'operator' if operator else 'user'} {name}", highlight=False, markup=False)
+
+    run(body)
+
+
+@users_app.command("role")
+def users_role(
+    name: Annotated[str, typer.Argument()],
+    role: Annotated[str, typer.Argument(help="operator (may use the console) or user.")],
+) -> None:
+    """Make a user an operator or an ordinary user (counts at their next console action)."""
+    from agent.records.roles import ROLES, set_role
+
+    if role not in ROLES:
+        raise typer.BadParameter("use operator or user", param_hint="ROLE")
+
+    def body() -> None:
+        with _database() as db, db.connection() as conn:
+            set_role(conn, name, role)  # type: ignore[arg-type]
+        out.print(f"{name} is now {'an operator' if role == 'operator' else 'a user'}", highlight=False, markup=False)
 
     run(body)
 
@@ -86,11 +109,12 @@ def users_list() -> None:
     def body() -> None:
         with _database() as db, db.connection() as conn:
             users = list_users(conn)
-        table = Table("user", "created", "tokens", "token last used")
+        table = Table("user", "role", "created", "tokens", "token last used")
         for u in users:
             used = u["token_last_used"]
             table.add_row(
                 str(u["name"]),
+                str(u["role"]),
                 f"{u['created_at']:%Y-%m-%d}",
                 str(u["tokens"]),
                 f"{used:%Y-%m-%d %H:%M}" if used else "never",

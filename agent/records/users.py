@@ -64,14 +64,15 @@ def any_users(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()[0]  # type: ignore[index]
 
 
-def add_user(conn: psycopg.Connection, name: str, password: str) -> User:
-    """Create a user with an Argon2id hash of the password."""
+def add_user(conn: psycopg.Connection, name: str, password: str, *, operator: bool = False) -> User:
+    """Create a user with an Argon2id hash of the password (an operator may use the console)."""
     check_name(name)
     digest = _hasher.hash(check_password(password))
     with conn.transaction():
         row = conn.execute(
-            "INSERT INTO users (name, password_hash) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING RETURNING id",
-            (name, digest),
+            "INSERT INTO users (name, password_hash, role) VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING"
+            " RETURNING id",
+            (name, digest, "operator" if operator else "user"),
         ).fetchone()
     if row is None:
         raise UserError(f"user {name!r} already exists (ladder users passwd {name} changes the password)")
@@ -98,10 +99,11 @@ def remove_user(conn: psycopg.Connection, name: str) -> None:
 
 def list_users(conn: psycopg.Connection) -> list[dict[str, object]]:
     rows = conn.execute(
-        "SELECT u.name, u.created_at, count(t.id), max(t.last_used_at) FROM users u"
+        "SELECT u.name, u.created_at, count(t.id), max(t.last_used_at), u.role FROM users u"
         " LEFT JOIN api_tokens t ON t.user_id = u.id GROUP BY u.id ORDER BY u.name"
     ).fetchall()
-    return [{"name": n, "created_at": c, "tokens": k, "token_last_used": last} for n, c, k, last in rows]
+    keys = ("name", "created_at", "tokens", "token_last_used", "role")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
 def get_user(conn: psycopg.Connection, name: str) -> User | None:

@@ -55,10 +55,29 @@ def reference_answer(turn: dict[str, Any]) -> str | None:
     return None
 
 
+def accepted_corrections(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
+    """By turn id: the reference a reviewer accepted into a named set (its current item; the newest if in several)."""
+    rows = conn.execute(
+        "SELECT DISTINCT ON (turn_id) turn_id, question, reference_answer, reference_contexts, reference_doc_ids"
+        " FROM eval_set_items WHERE turn_id IS NOT NULL AND valid_to IS NULL ORDER BY turn_id, id DESC"
+    ).fetchall()
+    out: dict[str, dict[str, Any]] = {}
+    for turn_id, question, reference, contexts, doc_ids in rows:
+        record: dict[str, Any] = {"id": turn_id, "question": question, "reference_answer": reference}
+        if contexts:
+            record["reference_contexts"], record["reference_doc_ids"] = list(contexts), list(doc_ids)
+        out[turn_id] = {**record, "label": "reviewed"}
+    return out
+
+
 def evalset_records(conn: psycopg.Connection, *, personal: bool = True) -> tuple[list[dict[str, Any]], int]:
-    """Turns with feedback as evaluation-set lines; also how many were left out (no reference)."""
+    """Turns with feedback as evaluation-set lines, a reviewer's accepted correction taking the place of the
+    user's feedback (agent.records.review); also how many were left out (no reference)."""
     records, skipped = [], 0
+    reviewed = accepted_corrections(conn)
     for turn in _turns_with_feedback(conn, "any"):
+        if turn["turn_id"] in reviewed:
+            continue
         reference = reference_answer(turn)
         if reference is None:  # a thumbs-down without a correction says what is wrong, not what is right
             skipped += 1
@@ -70,6 +89,7 @@ def evalset_records(conn: psycopg.Connection, *, personal: bool = True) -> tuple
             record["reference_doc_ids"] = list(dict.fromkeys(p["doc_id"] for p in cited))
         record["label"] = turn["rating"]
         records.append(redact(record, personal=personal))
+    records += [redact(record, personal=personal) for record in reviewed.values()]
     return records, skipped
 
 
