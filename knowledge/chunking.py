@@ -16,7 +16,7 @@ import semchunk
 from knowledge.loaders import LoadedDocument
 from knowledge.tokens import get_encoding
 
-CHUNKER_VERSION = 1  # bump when chunk boundaries change, so re-ingest re-chunks
+CHUNKER_VERSION = 2  # bump when chunk boundaries change, so re-ingest re-chunks (2: HTML read as published)
 
 
 @dataclass(frozen=True)
