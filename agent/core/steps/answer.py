@@ -24,9 +24,11 @@ def answer(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         if passages and not citations:
             # Small models often answer without citing; fall back to the evidence the fact-check found.
             evidence = [cid for v in state.get("fact_check") or [] for cid in v["evidence"]]
-            by_id = {p["chunk_id"]: p for p in passages}
+            # Each keeps its number in the draft's prompt: numbering them by their place in this list showed
+            # passage [1] as [2] when the fact-check's first evidence was another passage.
+            by_id = {p["chunk_id"]: (n, p) for n, p in enumerate(passages, start=1)}
             citations = [
-                {"number": None, "doc_id": by_id[cid]["doc_id"], "chunk_id": cid}
+                {"number": by_id[cid][0], "doc_id": by_id[cid][1]["doc_id"], "chunk_id": cid}
                 for cid in dict.fromkeys(evidence)
                 if cid in by_id
             ]
