@@ -68,7 +68,6 @@ class Passage(TypedDict):
     page: NotRequired[int]  # the PDF page it is on, shown beside its citation
 
 
-
 @dataclass(frozen=True)
 class SearchArguments:
     query: str
