@@ -123,3 +123,29 @@ def test_a_citation_shows_section_and_page_and_an_unsupported_claim_is_marked() 
     claims = claims_html(verdicts)
     assert "✓ Disks must be 2 TB. [1]" in claims
     assert "✗ <strong>NOT supported:</strong> Disks are *free*." in claims
+
+
+def test_citation_quality_counts_cited_claims_whose_highlighted_sentence_backs_them() -> None:
+    from evals.ladder.rag_metrics import Verdict, Verdicts, citation_quality
+
+    passages = [{"chunk_id": 1, "text": "Hotels are paid up to 150 EUR a night. Taxis need a receipt."}]
+    verdicts = [
+        {"claim": "Hotels are paid up to 150 EUR a night.", "support": [{"chunk_id": 1, "start": 0, "end": 38}]},
+        {"claim": "Taxis are always free of charge.", "support": [{"chunk_id": 1, "start": 0, "end": 38}]},  # wrong
+        {"claim": "Not cited at all.", "support": []},  # not a cited claim: not counted
+    ]
+    assert citation_quality(verdicts, passages) == 0.5  # by overlap, without a judge
+    assert citation_quality([], passages) != citation_quality([], passages)  # nan: nothing cited
+
+    class Judge:
+        def __init__(self) -> None:
+            self.contexts: list[str] = []
+
+        def json(self, step: str, messages: list[dict[str, Any]], model: type) -> Verdicts:
+            self.contexts.append(messages[-1]["content"])
+            backed = "Hotels" in messages[-1]["content"].split("statements:")[-1]
+            return Verdicts(verdicts=[Verdict(statement="s", reason="r", verdict=int(backed))])
+
+    judge = Judge()
+    assert citation_quality(verdicts, passages, judge) == 0.5
+    assert all("context: Hotels are paid up to 150 EUR a night." in c for c in judge.contexts)  # the sentence only
