@@ -149,3 +149,12 @@ def test_citation_quality_counts_cited_claims_whose_highlighted_sentence_backs_t
     judge = Judge()
     assert citation_quality(verdicts, passages, judge) == 0.5
     assert all("context: Hotels are paid up to 150 EUR a night." in c for c in judge.contexts)  # the sentence only
+
+
+def test_a_passage_cannot_plant_a_highlight_or_a_tag() -> None:
+    from agent.chat.safe_html import marked_html
+
+    planted = "A \ue000planted\ue001 mark. <mark onclick=x>tag</mark> here."
+    assert "<mark>" not in marked_html(planted, [])
+    shown = marked_html(planted, [(0, 17)])
+    assert shown.count("<mark>") == 1 and "&lt;mark onclick=x&gt;" in shown and "onclick=x>" not in shown
