@@ -169,7 +169,7 @@ def run_html_benchmark(
 ) -> dict[str, Any]:  # fmt: skip
     """Ingest the manual (``limit`` pages, all by default) into its own data folder and print the figures."""
     if not manual.is_dir():
-        raise FileNotFoundError(f"{manual} is missing: install Debian's python3-doc (scripts/install --bench)")
+        raise FileNotFoundError(f"{manual} is missing: install Debian's python3-doc (scripts/install --test does)")
     questions = load_questions()
     pages = pick_pages(manual_pages(manual), questions, limit)
     qrels = {q["id"]: dict.fromkeys(q["pages"], 1) for q in questions}
