@@ -158,3 +158,20 @@ def test_a_passage_cannot_plant_a_highlight_or_a_tag() -> None:
     assert "<mark>" not in marked_html(planted, [])
     shown = marked_html(planted, [(0, 17)])
     assert shown.count("<mark>") == 1 and "&lt;mark onclick=x&gt;" in shown and "onclick=x>" not in shown
+
+
+def test_a_wrong_number_in_the_answer_does_not_hide_the_passage_that_backs_the_claim(
+    agent: Agent, corpus: str, model: ScriptedModel
+) -> None:
+    # the draft copies passage [1]'s sentence but cites [2]; the check finds it in [1]
+    def draft(body: dict[str, Any]) -> str:
+        return prompt_passages(body)[1].split(". ")[0].rstrip(".") + " [2]."
+
+    model.steps["draft"] = draft
+    model.steps["fact_check"] = lambda body: json.dumps({"checks": [{"n": 1, "supported": True, "passages": [1]}]})
+    result = agent.ask(TurnRequest("When does the canteen open, and how are hotels paid?", corpus))
+    first, second = result.passages[:2]
+    assert [(c.number, c.chunk_id) for c in result.citations] == [(2, second["chunk_id"]), (1, first["chunk_id"])]
+    shown = citation_messages(result.citations, result.passages, "k", result.fact_check)
+    assert shown[0]["metadata"]["title"].endswith("(backs no checked claim)")
+    assert "<mark>" in shown[1]["content"] and "backs no" not in shown[1]["metadata"]["title"]

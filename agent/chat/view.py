@@ -222,12 +222,14 @@ def citation_messages(
             continue
         number = citation.number or position
         spans = supporting_spans(verdicts or [], citation.chunk_id)
+        # cited by the answer, but the fact-check found no claim it backs: say so where the reader looks first
+        unbacked = " (backs no checked claim)" if verdicts and not spans else ""
         messages.append(
             {
                 "role": "assistant",
                 "content": _citation_html(passage, spans),
                 "metadata": {
-                    "title": text_html(f"[{number}] {passage.get('title') or passage['doc_id']}"),
+                    "title": text_html(f"[{number}] {passage.get('title') or passage['doc_id']}{unbacked}"),
                     "id": f"{key}:cite:{citation.chunk_id}",
                     "status": "done",
                     "log": passage["doc_id"],
