@@ -48,6 +48,15 @@ class ParseLimits:
     # so they may add up to this, or to pdf_reuse_ratio times the file's size when that is more.
     pdf_reuse_bytes: int = 1_000_000
     pdf_reuse_ratio: float = 10.0
+    # Office files, e-books and XLSX are zip packages read by libraries that inflate their parts in memory:
+    # the parts' declared sizes (Python's zipfile never inflates past them) must add up to at most this.
+    package_bytes: int = 200_000_000
+    # Of those, the markup (XML, XHTML) of a document, e-book or slide deck: it becomes HTML that BeautifulSoup
+    # parses whole (~450 B and ~7 µs per node), where no clock can stop it; pictures do not count.
+    package_markup_bytes: int = 40_000_000
+    table_cells: int = 1_000_000  # cells of one spreadsheet (all its sheets), read a row at a time
+    ocr_pages: int = 200  # scanned PDF pages read with Tesseract, per file
+    ocr_seconds: float = 300.0  # Tesseract's time per file (its own clock: pages past it stay unread)
     clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
 
 
@@ -78,6 +87,18 @@ class WorkClock:
         finally:
             self._spent += self._clock() - self._since
             self._since = None
+
+    @contextmanager
+    def excluded(self) -> Iterator[WorkClock]:
+        """Time spent inside is not charged to this clock (work that has a clock of its own, like OCR)."""
+        if self._since is None:
+            yield self
+            return
+        self._spent += self._clock() - self._since
+        try:
+            yield self
+        finally:
+            self._since = self._clock()
 
     def spent(self) -> float:
         return self._spent + (self._clock() - self._since if self._since is not None else 0.0)

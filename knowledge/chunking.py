@@ -2,7 +2,8 @@
 
 Sections (from the loaders) never share a chunk, so a chunk sits under one heading; within a
 section ``semchunk`` splits at the largest boundary that fits (blank lines, then lines, then
-sentences, then words), counting tokens with tiktoken.
+sentences, then words), counting tokens with tiktoken. A Markdown table is cut between rows only,
+and each of its chunks starts with its header (knowledge/tables.py).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from typing import Any
 import semchunk
 
 from knowledge.loaders import LoadedDocument
+from knowledge.tables import table_blocks, table_pieces
 from knowledge.tokens import get_encoding
 
-CHUNKER_VERSION = 2  # bump when chunk boundaries change, so re-ingest re-chunks (2: HTML read as published)
+# Bump when chunk boundaries change, so re-ingest re-chunks (2: tables cut between rows, header repeated;
+# 3: HTML read as published, knowledge/html_text.py)
+CHUNKER_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,28 @@ def chunk_text(text: str, config: ChunkingConfig) -> list[str]:
     return [piece.strip() for piece in pieces if piece.strip()]
 
 
+def section_pieces(text: str, config: ChunkingConfig) -> list[str]:
+    """A section's pieces: its tables cut by whole rows (header repeated), the text around them by chunk_text."""
+    enc = get_encoding(config.encoding)
+
+    def count(line: str) -> int:
+        return len(enc.encode(line, disallowed_special=()))
+
+    pieces: list[str] = []
+    for block, is_table in table_blocks(text):
+        if is_table:
+            pieces += table_pieces(block, config.chunk_tokens, count)
+        else:
+            pieces += chunk_text(block, config)
+    return pieces
+
+
 def chunk_document(document: LoadedDocument, config: ChunkingConfig) -> list[Chunk]:
     """All chunks of a document, numbered in reading order."""
     enc = get_encoding(config.encoding)
     chunks: list[Chunk] = []
     for section in document.sections:
-        for piece in chunk_text(section.text, config):
+        for piece in section_pieces(section.text, config):
             chunks.append(
                 Chunk(
                     ordinal=len(chunks),

@@ -1,4 +1,5 @@
-"""Read files into documents: Markdown, plain text, HTML, PDF, JSONL records and zip archives of them.
+"""Read files into documents: Markdown, plain text, HTML, PDF, JSONL records and zip archives of them;
+DOCX, PPTX, EPUB, ODT, XLSX and CSV through knowledge/formats.py.
 
 Every loader either returns documents or raises ``SkipFile`` with a reason a person can act on;
 nothing here stops a whole ingest run. Input is treated as hostile: sizes are bounded before
@@ -26,6 +27,8 @@ from typing import Any
 from knowledge import html_text
 from knowledge.bounds import DEFAULT_LIMITS, ParseLimits, SkipFile, WorkClock, brief, clean_text, clean_value
 from knowledge.html_text import check_html_nodes as check_html_nodes  # the tests and the bounds read it here
+from knowledge.packages import OFFICE_SUFFIXES
+from knowledge.tables import SHEET_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,8 @@ HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 PDF_SUFFIXES = {".pdf"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 ARCHIVE_SUFFIXES = {".zip"}
-DOCUMENT_SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | JSONL_SUFFIXES
+FORMAT_SUFFIXES = OFFICE_SUFFIXES | SHEET_SUFFIXES  # DOCX, PPTX, EPUB, ODT, XLSX, CSV: knowledge/formats.py
+DOCUMENT_SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | JSONL_SUFFIXES | FORMAT_SUFFIXES
 SUPPORTED_SUFFIXES = DOCUMENT_SUFFIXES | ARCHIVE_SUFFIXES
 # Archives inside an archive are never expanded: each layer multiplies what a bomb can do.
 NESTED_ARCHIVE_SUFFIXES = {".zip", ".jar", ".tar", ".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".zst", ".7z", ".rar"}
@@ -180,13 +184,20 @@ def html_sections(
 def pdf_sections(
     data: bytes, limits: ParseLimits = DEFAULT_LIMITS, clock: WorkClock | None = None
 ) -> tuple[str, list[Section]]:
-    """One section per page with text; malformed, locked and too costly PDFs are skipped (knowledge/pdf_text.py)."""
+    """One section per page with text (scanned pages OCRed where Tesseract is installed, marked ``ocr``);
+    malformed, locked and too costly PDFs are skipped (knowledge/pdf_text.py)."""
     from knowledge.pdf_text import pdf_sections as pages_text
 
-    title, pages = pages_text(data, limits, clock or WorkClock(limits))
-    if not pages:
-        raise SkipFile("PDF has no extractable text (scanned images need OCR)")
-    return title, [Section(text=text, metadata={"page": number}) for number, text in pages]
+    found = pages_text(data, limits, clock or WorkClock(limits))
+    if not found.pages:
+        why = found.unread_reason or "nothing read"
+        raise SkipFile(f"PDF has no extractable text: no page has a text layer; {why}")
+    if found.unread:
+        log.warning("PDF pages %s not read: %s", found.unread, found.unread_reason)
+    return found.title, [
+        Section(text=text, metadata={"page": number, **({"ocr": True} if number in found.ocr_pages else {})})
+        for number, text in found.pages
+    ]
 
 
 def load_file(path: Path, max_bytes: int, limits: ParseLimits = DEFAULT_LIMITS) -> LoadedDocument:
@@ -235,6 +246,10 @@ def _parse(data: bytes, suffix: str, limits: ParseLimits, clock: WorkClock) -> t
         return markdown_sections(decode_text(data), limits, clock)
     if suffix in TEXT_SUFFIXES:
         return "", [Section(text=decode_text(data))]
+    if suffix in FORMAT_SUFFIXES:
+        from knowledge.formats import format_sections
+
+        return format_sections(data, suffix, limits, clock)
     raise SkipFile(f"unsupported file type {suffix or '(none)'}")
 
 

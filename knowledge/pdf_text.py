@@ -14,11 +14,15 @@ times the file's size when that is more: a big file may repeat a logo on each of
   XObject is charged there, once per draw, and the clock is checked there and between pages.
 
 pypdf is pure Python, so these checks run between its own steps; none interrupts a C call.
+
+A page without a text layer (a scan) is read with Tesseract where it is installed (knowledge/ocr.py),
+on a clock of its own; the pages it could not read are listed with the reason.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 from typing import Any
 
 from pypdf import PdfReader
@@ -28,6 +32,17 @@ from pypdf.generic import IndirectObject, StreamObject
 from knowledge.bounds import ParseLimits, SkipFile, WorkClock, brief
 
 _Key = tuple[int, int]
+
+
+@dataclass
+class PdfText:
+    """A PDF's title, its pages with text (number, text), which of them OCR read, and the unread scans."""
+
+    title: str
+    pages: list[tuple[int, str]]
+    ocr_pages: set[int] = field(default_factory=set)
+    unread: list[int] = field(default_factory=list)
+    unread_reason: str = ""
 
 
 class _Stop(BaseException):
@@ -129,9 +144,9 @@ def _size_content(pages: list[Any], meter: _Meter) -> None:
             meter.draw(key, _decoded_size(stream), "a page content stream")
 
 
-def pdf_sections(data: bytes, limits: ParseLimits, clock: WorkClock) -> tuple[str, list[tuple[int, str]]]:
-    """(title, [(page number, text)]) for the pages with text; SkipFile for a broken, locked or
-    too costly PDF. A PDF encrypted with an empty user password opens in any viewer, so it is read."""
+def pdf_sections(data: bytes, limits: ParseLimits, clock: WorkClock) -> PdfText:
+    """The pages with text (scans read by OCR where it can); SkipFile for a broken, locked or too
+    costly PDF. A PDF encrypted with an empty user password opens in any viewer, so it is read."""
     try:
         return _extract(data, limits, clock)
     except SkipFile:
@@ -148,7 +163,7 @@ def pdf_sections(data: bytes, limits: ParseLimits, clock: WorkClock) -> tuple[st
         raise SkipFile(f"malformed PDF: {type(exc).__name__}: {brief(exc)}") from exc
 
 
-def _extract(data: bytes, limits: ParseLimits, clock: WorkClock) -> tuple[str, list[tuple[int, str]]]:
+def _extract(data: bytes, limits: ParseLimits, clock: WorkClock) -> PdfText:
     meter = _Meter(limits, clock, len(data))
     reader = _MeteredReader(io.BytesIO(data))
     reader.meter = meter
@@ -161,11 +176,23 @@ def _extract(data: bytes, limits: ParseLimits, clock: WorkClock) -> tuple[str, l
     if reader.metadata is not None and reader.metadata.title:
         title = str(reader.metadata.title).strip()
     _size_content(pages, meter)
-    texts = []
+    texts, scans = [], []
     for number, page in enumerate(pages, start=1):
         meter.where = f"page {number}"
         meter.check()
         text = (page.extract_text() or "").strip()
         if text:
             texts.append((number, text))
-    return title, texts
+        else:
+            scans.append((number, page))
+    found = PdfText(title, texts)
+    if scans:
+        from knowledge.ocr import read_pages
+
+        meter.where = "OCR"
+        with clock.excluded():  # OCR runs on its own clock (ParseLimits.ocr_seconds)
+            read = read_pages(scans, limits)
+        found.pages = sorted(texts + read.pages)
+        found.ocr_pages = {number for number, _ in read.pages}
+        found.unread, found.unread_reason = read.unread, read.reason
+    return found

@@ -127,9 +127,12 @@ def test_the_model_is_asked_only_about_what_the_guards_leave(scripted: tuple[Scr
     assert verdicts[1]["evidence"] == [101] and verdicts[0]["evidence"] == []
     shown = last_user(model.bodies["fact_check"][-1])
     assert "21 days" not in shown and "1. Refunds are paid within 14 days [1]." in shown
-    assert "(closest in passage [1]: Refunds are paid within 14 days after the returned parcel arrives.)" in shown
+    assert "(closest: passage [1])" in shown and "returned parcel arrives" not in shown  # pointed at, not quoted
     messages = model.bodies["fact_check"][-1]["messages"]
     assert messages[:2] == CONVERSATION and messages[2] == {"role": "assistant", "content": draft}  # a continuation
+    check_draft(caller, CONVERSATION, QUESTION, draft, DOCS, quote=True)
+    shown = last_user(model.bodies["fact_check"][-1])
+    assert "(closest in passage [1]: Refunds are paid within 14 days after the returned parcel arrives.)" in shown
 
 
 def test_a_copy_of_a_passage_is_supported_by_it_without_a_model_call(
@@ -153,10 +156,10 @@ def test_the_model_sees_the_words_a_near_copy_changed(scripted: tuple[ScriptedMo
     model, caller = scripted
     check_draft(caller, CONVERSATION, QUESTION, "Refunds are paid within 14 days after the parcel is sent [1].", DOCS)
     shown = last_user(model.bodies["fact_check"][-1])
-    assert '(it has "is sent" where the passage has "returned parcel arrives")' not in shown  # not a near copy
+    assert '(it has "is sent" where passage [1] has "returned parcel arrives")' not in shown  # not a near copy
     check_draft(caller, CONVERSATION, QUESTION, "Refunds are paid within 14 days after the returned parcel ships [1].",
                 DOCS)  # fmt: skip
-    assert '(it has "ships" where the passage has "arrives")' in last_user(model.bodies["fact_check"][-1])
+    assert '(it has "ships" where passage [1] has "arrives")' in last_user(model.bodies["fact_check"][-1])
 
 
 def test_no_model_call_when_the_guards_judge_every_sentence(scripted: tuple[ScriptedModel, ModelCaller]) -> None:

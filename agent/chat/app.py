@@ -19,6 +19,7 @@ from agent.chat.auth import BearerTokens
 from agent.chat.handlers import NO_DATABASE, ChatHandlers, ChatServices, browser_secret
 from agent.chat.login import BrowserLogins, LoginService, SessionGuard, pin_forwarded_trust
 from agent.chat.mcp import AgentTools
+from agent.chat.openai_api import openai_routes
 from agent.core.context import SWITCHES
 from agent.records.users import user_for_token
 
@@ -62,6 +63,7 @@ class _Page:
     files: Any
     ingest_button: Any
     ingest_report: Any
+    load_button: Any
 
 
 def build_app(services: ChatServices) -> gr.Blocks:
@@ -112,6 +114,7 @@ def _layout(services: ChatServices, handlers: ChatHandlers) -> _Page:
             switches = _switch_boxes(settings)
             files = gr.File(label="Add documents to the collection", file_count="multiple", type="filepath")
             ingest_button = gr.Button("Ingest", elem_id="ingest")
+            load_button = gr.Button("Load as data", elem_id="load_data", visible=False)  # for spreadsheets
             ingest_report = gr.Markdown(elem_id="ingest_report")
     return _Page(
         browser,
@@ -131,6 +134,7 @@ def _layout(services: ChatServices, handlers: ChatHandlers) -> _Page:
         files,
         ingest_button,
         ingest_report,
+        load_button,
     )
 
 
@@ -184,6 +188,8 @@ def _wire(app: gr.Blocks, page: _Page, handlers: ChatHandlers) -> None:
         **PRIVATE,
     )
     p.ingest_button.click(handlers.ingest, [p.files, p.collection], [p.ingest_report], **PRIVATE)
+    p.files.change(handlers.offer_data, [p.files], [p.load_button, p.ingest_report], **PRIVATE)
+    p.load_button.click(handlers.load_data, [p.files], [p.ingest_report, p.database], **PRIVATE)
     side_panel = [c.input for c in (p.collection, p.database, *boxes)]  # the user's changes, not restore's
     gr.on(side_panel, keep_choices, choices, [p.choices], queue=False, **PRIVATE)
     app.load(handlers.restore, [p.browser], [p.browser, p.chat], **PRIVATE)
@@ -198,11 +204,13 @@ def launch(
     port: int,
     services: ChatServices,
     mcp: bool = True,
+    openai_api: bool = True,
     max_upload_mb: float = 50.0,
     block: bool = True,
 ) -> Any:
     """Serve the chat (no share link, no analytics). With users, the browser logs in against the
-    users table and MCP/API callers send a bearer token (checked by BearerTokens, also on MCP)."""
+    users table and MCP/API callers send a bearer token (checked by BearerTokens, also on MCP).
+    ``openai_api``: also serve /v1/models and /v1/chat/completions (agent/chat/openai_api.py)."""
     kb = services.agent.kb
 
     def resolve(token: str) -> str | None:
@@ -217,12 +225,13 @@ def launch(
     if services.login:
         middleware.insert(0, Middleware(SessionGuard, logins=logins))
     pin_forwarded_trust()
+    routes = openai_routes(services.agent, login=services.login, max_turns=services.settings.ui_concurrency)
     return app.launch(
         server_name=host,
         server_port=port,
         auth=logins.auth if services.login else None,
         auth_message="Ladder: log in to chat with your documents" if services.login else None,
-        app_kwargs={"middleware": middleware},
+        app_kwargs={"middleware": middleware, "routes": routes if openai_api else []},
         share=False,
         mcp_server=mcp,
         show_error=False,

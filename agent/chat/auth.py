@@ -23,6 +23,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MCP_PREFIX = "/gradio_api/mcp"
+OPENAI_PREFIX = "/v1/"  # the OpenAI-compatible API (agent/chat/openai_api.py): its clients read OpenAI's error shape
 
 
 def bearer_token(authorization: str) -> str | None:
@@ -46,6 +47,8 @@ class BearerTokens:
             return
         headers: list[tuple[bytes, bytes]] = list(scope.get("headers") or [])
         token = bearer_token(next((v for k, v in headers if k == b"authorization"), b"").decode("latin-1"))
+        if not self.login_required and scope.get("path", "").startswith(OPENAI_PREFIX):
+            token = None  # no users: the local operator asks; OpenAI clients must send some key, any key will do
         if token is not None:
             user = await to_thread.run_sync(self.resolve, token)
             if user is None:
@@ -53,7 +56,7 @@ class BearerTokens:
                 return
             scope = dict(scope)
             scope["headers"] = self._as_session(scope, headers, user)
-        elif self.login_required and scope.get("path", "").startswith(MCP_PREFIX):
+        elif self.login_required and scope.get("path", "").startswith((MCP_PREFIX, OPENAI_PREFIX)):
             await _refuse(scope, send, "this server needs a bearer token: ladder users token NAME")
             return
         await self.app(scope, receive, send)
@@ -77,7 +80,10 @@ async def _refuse(scope: Scope, send: Send, message: str) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = json.dumps({"error": message}).encode()
+    error: object = message
+    if str(scope.get("path", "")).startswith(OPENAI_PREFIX):
+        error = {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
+    body = json.dumps({"error": error}).encode()
     await send(
         {
             "type": "http.response.start",

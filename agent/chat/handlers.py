@@ -420,6 +420,23 @@ class ChatHandlers:
         progress(1, desc="done")
         return upload_report(report, staged, collection)
 
+    def offer_data(self, files: list[str] | None) -> tuple[dict[str, Any], str]:
+        """On a drop: show "Load as data" when spreadsheets are among the files, and say what each button does."""
+        from agent.chat.spreadsheets import offer
+
+        hint = offer(files)
+        return gr.update(visible=bool(hint)), hint
+
+    def load_data(self, files: list[str] | None, request: gr.Request | None = None) -> tuple[str, dict[str, Any]]:
+        """Load the dropped spreadsheets as databases (agent/chat/spreadsheets.py) and pick the last one."""
+        from agent.chat.spreadsheets import LOGIN_REFUSAL, database_choice, load_as_data
+
+        if self.services.login:
+            return LOGIN_REFUSAL, gr.update()
+        max_bytes = int(self.services.settings.ui_max_upload_mb * 1_000_000)
+        report, names = load_as_data(self.agent.kb.db, files, max_bytes)
+        return report, database_choice(names, self.databases())
+
 
 def session_key(request: gr.Request | None) -> str:
     """The browser page a call comes from (one page, one queue of questions)."""

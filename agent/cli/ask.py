@@ -44,6 +44,7 @@ def serve_chat(
     mcp: bool,
     database: str | None = None,
     no_login: bool = False,
+    openai_api: bool = True,
 ) -> None:
     """Start the chat server and block. Beyond loopback it needs users (or an explicit --no-login)."""
     from agent.chat.app import ChatServices, build_app, launch
@@ -66,13 +67,25 @@ def serve_chat(
             highlight=False,
             markup=False,
         )
-        launch(app, host=bind, port=port, services=services, mcp=mcp, max_upload_mb=settings.ui_max_upload_mb)
+        launch(
+            app,
+            host=bind,
+            port=port,
+            services=services,
+            mcp=mcp,
+            openai_api=openai_api,
+            max_upload_mb=settings.ui_max_upload_mb,
+        )
 
 
 def chat(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default 7860).")] = None,
     mcp: Annotated[bool, typer.Option("--mcp/--no-mcp", help="Serve ask and search_knowledge over MCP.")] = True,
+    openai_api: Annotated[
+        bool,
+        typer.Option("--openai/--no-openai", help="Serve /v1/chat/completions: each collection a model ladder/NAME."),
+    ] = True,
     collection: Annotated[str | None, typer.Option("--collection", "-c", help="The collection picked first.")] = None,
     db: Annotated[str | None, typer.Option("--db", help="A registered database picked first.")] = None,
     no_login: Annotated[
@@ -82,8 +95,9 @@ def chat(
     """Chat with your documents and databases in the browser (Gradio), offline.
 
     With users (ladder users add), the browser logs in and MCP/API callers send
-    `Authorization: Bearer <token>` (ladder users token NAME); each user sees only their own threads."""
-    run(lambda: serve_chat(load_settings(collection=collection), host, port, mcp, db, no_login))
+    `Authorization: Bearer <token>` (ladder users token NAME); each user sees only their own threads.
+    OpenAI-compatible front ends use http://HOST:PORT/v1 with the same token, model ladder/<collection>."""
+    run(lambda: serve_chat(load_settings(collection=collection), host, port, mcp, db, no_login, openai_api))
 
 
 class EventPrinter:

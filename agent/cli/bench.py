@@ -219,6 +219,24 @@ def bench_followups(
     run(body)
 
 
+def bench_sheets(
+    formats: Annotated[str, typer.Option("--formats", help="Which loads to ask: csv, xlsx or csv,xlsx.")] = "csv,xlsx",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Spreadsheets as data: ten aggregate questions over the Palmer penguins (written out as CSV and XLSX,
+    loaded by `ladder db load-file`) through the agent; execution accuracy beside the gold SQL's."""
+    chosen = [f.strip() for f in formats.split(",") if f.strip()]
+    if not chosen or any(f not in ("csv", "xlsx") for f in chosen):
+        raise typer.BadParameter("use csv, xlsx or csv,xlsx", param_hint="--formats")
+
+    def body() -> None:
+        from evals.bench.sheets import run_sheets_benchmark
+
+        run_sheets_benchmark(load_settings(), list(dict.fromkeys(chosen)), as_json=as_json)
+
+    run(body)
+
+
 def bench_cli(
     runs: Annotated[int, typer.Option(min=1, max=100, help="Counted runs of each command.")] = 5,
     collection: Annotated[
@@ -253,7 +271,10 @@ def bench_factcheck(
     split: Annotated[str, typer.Option(help="Which half: tune, test or all (each half is reported).")] = "all",
     config: Annotated[
         list[str] | None,
-        typer.Option(help="after (the turn's check), before (ed2d3da's), model (after without its guards); repeat."),
+        typer.Option(
+            help="after (the turn's check), before (ed2d3da's), model (after without its guards),"
+            " quoted (after, quoting the closest passage sentence); repeat."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per check on stderr.")] = False,

@@ -228,6 +228,33 @@ def db_load(
     run(body)
 
 
+def db_load_file(
+    path: Annotated[Path, typer.Argument(help="A .csv or .xlsx file, or a folder of .csv files.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="The database's name (default: made from the file's name).")
+    ] = None,
+) -> None:
+    """Load a spreadsheet as data: each sheet (or CSV) a table with inferred column types, in its own
+    database on Ladder's server, registered read-only for `ladder sql` and `ladder ask --db`."""
+
+    def body() -> None:
+        from knowledge.db import Database, redact_url
+        from tools.sql.sheets import load_spreadsheet
+        from tools.sql.sources import add_source
+
+        settings = load_settings()
+        with Database(settings.database_config()) as db, db.connection() as conn:
+            with err.status(Text(f"loading {path.name}…")):
+                loaded, tables = load_spreadsheet(db.url, path, name, int(settings.max_file_mb * 1_000_000))
+            add_source(conn, loaded.name, loaded.url)
+        for table in tables:
+            columns = ", ".join(f"{c.name} {c.type}" for c in table.columns)
+            out.print(f"  {table.name} ({table.rows} rows): {columns}", highlight=False, markup=False, soft_wrap=True)
+        out.print(f"loaded and registered {loaded.name}: {redact_url(loaded.url)} ({loaded.note})", highlight=False)
+
+    run(body)
+
+
 def _sample_path(name: str, script: Path | None) -> Path:
     """The file to load: the one given, or the shared Chinook script for ``chinook``."""
     from tools.sql.database import DataSourceError

@@ -33,13 +33,24 @@ def condense_request(conversation: str, follow_up: str) -> str:
     return f"Conversation:\n{conversation}\n\nFollow-up: {follow_up}"
 
 
-# One example shows the reply wanted: a question again, not an answer to it.
-CONDENSE_EXAMPLE = (
-    condense_request(
-        "User: How long do refunds take?\nAssistant: Refunds are paid within 14 days [1].",
-        "And for orders shipped abroad?",
+# Two examples show the reply wanted: a question again, not an answer to it, and "they"/"this study"
+# replaced by what they stand for (measured: with one example the 1.5B repeated such follow-ups unchanged).
+CONDENSE_EXAMPLES = (
+    (
+        condense_request(
+            "User: How long do refunds take?\nAssistant: Refunds are paid within 14 days [1].",
+            "And for orders shipped abroad?",
+        ),
+        "How long do refunds take for orders shipped abroad?",
     ),
-    "How long do refunds take for orders shipped abroad?",
+    (
+        condense_request(
+            "User: Does a low-salt diet lower blood pressure in older adults?\n"
+            "Assistant: In the trial of 975 adults aged 60 to 80, the low-salt diet lowered it [1].",
+            "How long were they followed in this study?",
+        ),
+        "How long were the older adults in the low-salt diet trial followed?",
+    ),
 )
 
 

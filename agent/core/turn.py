@@ -92,8 +92,11 @@ class TurnRequest:
     thread_id: str | None = None
     switches: dict[str, bool] | None = None
     database: str | None = None  # a registered data source; questions about data are answered with SQL
-    face: str = "api"  # who asked: cli, ui, mcp, api (recorded in the turn log)
+    face: str = "api"  # who asked: cli, ui, mcp, api, openai (recorded in the turn log)
     user: User | None = None  # the logged-in user; None is the local operator
+    # Earlier messages ({"role": "user"|"assistant", "content"}) a stateless client sends along (the
+    # OpenAI-compatible API): they become the start of the thread's history, so the condense step reads them.
+    history: list[dict[str, str]] | None = None
 
 
 def check_question(question: str, settings: Settings) -> str:
@@ -192,7 +195,10 @@ class Agent:
         thread_id = request.thread_id or uuid.uuid4().hex
         turn_id = uuid.uuid4().hex
         self._start(request, question, turn_id, thread_id, context.switches)
-        final, error, events = self._run(question, turn_id, thread_id, context, on_event)
+        start: dict[str, Any] = {**FRESH_STATE, "question": question}
+        if request.history:
+            start["history"] = self._earlier(request.history)
+        final, error, events = self._run(start, turn_id, thread_id, context, on_event)
         result = self._result(final, error, context, turn_id, thread_id)
         self._complete(turn_id, self._completion(result, final, events, context.caller))
         return result
@@ -238,9 +244,14 @@ class Agent:
             user_id=request.user.id if request.user is not None else None,
         )
 
+    def _earlier(self, history: list[dict[str, str]]) -> list[dict[str, str]]:
+        """A client's earlier messages as the thread keeps them (secrets masked, as in questions)."""
+        mask = redact_secrets if self.settings.redact_questions else str
+        return [{"role": m["role"], "content": mask(m["content"])} for m in history]
+
     def _run(
         self,
-        question: str,
+        start: dict[str, Any],
         turn_id: str,
         thread_id: str,
         context: TurnContext,
@@ -260,9 +271,7 @@ class Agent:
 
         try:
             with self._queued(publish):
-                for mode, chunk in self.graph.stream(
-                    {**FRESH_STATE, "question": question}, config, context=context, stream_mode=["custom", "values"]
-                ):
+                for mode, chunk in self.graph.stream(start, config, context=context, stream_mode=["custom", "values"]):
                     if mode == "values":
                         final = chunk
                     else:

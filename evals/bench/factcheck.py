@@ -43,8 +43,9 @@ from evals.bench.factcheck_claims import CLAIMS_FILE
 from knowledge.base import KnowledgeBase
 
 SPLITS = ("tune", "test", "all")
-# after: the turn's check; before: ed2d3da's; model: the turn's check with its guards off (the model alone)
-CONFIGS = ("after", "before", "model")
+# after: the turn's check; before: ed2d3da's; model: the turn's check with its guards off (the model alone);
+# quoted: the turn's check with each sentence shown beside the closest passage sentence in full
+CONFIGS = ("after", "before", "model", "quoted")
 DEFAULT_CONFIGS = ("after", "before")
 GOAL_DETECTED = 0.8
 GOAL_FALSE_ALARMS = 0.1
@@ -165,7 +166,10 @@ def _run_one(caller: ModelCaller, config: str, claim: Claim, conversation: list[
         if config == "before":
             verdicts: list[dict[str, Any]] = [{"supported": s} for s in check_before(caller, passages, claim.answer)]
         else:
-            found = check_draft(caller, conversation, claim.question, claim.answer, passages, guards=config == "after")
+            found = check_draft(
+                caller, conversation, claim.question, claim.answer, passages,
+                guards=config != "model", quote=config == "quoted",
+            )  # fmt: skip
             verdicts = [dict(v) for v in found]
     except MalformedReply:
         return Outcome(claim, False, time.perf_counter() - started, True, model_calls=caller.stats.calls - calls)

@@ -73,8 +73,8 @@ def conversation(history: list[dict[str, str]]) -> str:
 def condense_messages(question: str, history: list[dict[str, str]], fewshot: bool = True) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = [{"role": "system", "content": prompts.CONDENSE}]
     if fewshot:
-        example_q, example_a = prompts.CONDENSE_EXAMPLE
-        messages += [{"role": "user", "content": example_q}, {"role": "assistant", "content": example_a}]
+        for example_q, example_a in prompts.CONDENSE_EXAMPLES:
+            messages += [{"role": "user", "content": example_q}, {"role": "assistant", "content": example_a}]
     messages.append({"role": "user", "content": prompts.condense_request(conversation(history), question)})
     return messages
 

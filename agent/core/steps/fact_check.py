@@ -6,7 +6,7 @@ sentences here, not by the model, so every sentence is judged and the reply stay
 ``{"n", "supported", "passages"}`` per sentence. The guards (fact_guards.py) judge first: a sentence
 whose words show the passages cannot back it is unsupported with their reason, a word-for-word copy of
 a passage sentence is supported by it, and the model is asked only about the others (no call at all
-when none is left), each shown with the passage sentence most like it and the words it changed.
+when none is left), each pointed at the passage most like it (with the words a near copy changed).
 Unsupported sentences are revised away once; with no revision left, they are listed under the answer
 so the reader sees what the sources do not back.
 """
@@ -53,19 +53,29 @@ def answer_sentences(answer: str) -> list[str]:
     return sentences
 
 
-def _listing(sentences: list[str], passages: list[Passage], hints: bool) -> str:
-    """The sentences to judge, numbered from 1, each (with ``hints``) beside the passage sentence most like it."""
+def _listing(sentences: list[str], passages: list[Passage], hints: bool, quote: bool = False) -> str:
+    """The sentences to judge, numbered from 1, each (with ``hints``) pointed at the passage most like it.
+
+    Only a near copy has its changed words spelled out; the closest passage sentence is quoted in full
+    only with ``quote``, since quoting roughly doubles what the check reads (the passages are already in
+    the conversation).
+    """
     lines = []
     for n, sentence in enumerate(sentences, start=1):
         lines.append(f"{n}. {sentence}")
-        if hints:
-            number, closest, _ = closest_sentence(claim_text(sentence), passages)
-            if closest:
-                lines.append(f"   (closest in passage [{number}]: {closest})")
-            swaps = replaced_words(claim_text(sentence), closest) if closest else []
-            if swaps:
-                said = "; ".join(f'"{mine}" where the passage has "{theirs}"' for theirs, mine in swaps[:3])
-                lines.append(f"   (it has {said})")
+        if not hints:
+            continue
+        number, closest, _ = closest_sentence(claim_text(sentence), passages)
+        if not closest:
+            continue
+        swaps = replaced_words(claim_text(sentence), closest)
+        if quote:
+            lines.append(f"   (closest in passage [{number}]: {closest})")
+        if swaps:
+            said = "; ".join(f'"{mine}" where passage [{number}] has "{theirs}"' for theirs, mine in swaps[:3])
+            lines.append(f"   (it has {said})")
+        elif not quote:
+            lines.append(f"   (closest: passage [{number}])")
     return "\n".join(lines)
 
 
@@ -76,12 +86,14 @@ def _ask_model(
     sentences: list[str],
     passages: list[Passage],
     hints: bool,
+    quote: bool,
 ) -> dict[int, prompts.SentenceCheck]:
     """The model's judgement of ``sentences`` by their index there; one call, continuing the draft."""
+    listing = _listing(sentences, passages, hints, quote)
     messages = [
         *conversation,
         {"role": "assistant", "content": draft},
-        {"role": "user", "content": f"{prompts.FACT_CHECK}\n\nSentences:\n{_listing(sentences, passages, hints)}"},
+        {"role": "user", "content": f"{prompts.FACT_CHECK}\n\nSentences:\n{listing}"},
     ]
     checked = caller.json("fact_check", messages, prompts.FactCheck, max_tokens=40 + 16 * len(sentences))
     return {c.n - 1: c for c in checked.checks if 1 <= c.n <= len(sentences)}
@@ -96,13 +108,14 @@ def check_draft(
     *,
     guards: bool = True,
     hints: bool = True,
+    quote: bool = False,
 ) -> list[Verdict]:
     """Judge each sentence of ``draft`` against ``passages``: one verdict per sentence, in order.
 
     ``conversation`` is the draft's (``draft_messages``): the check continues it. The guards judge first
     (a word-for-word copy of a passage is supported by it) and the model the rest (``guards=False``: the
-    model judges every sentence). Raises MalformedReply when the model's reply does not fit the schema
-    even after one re-ask.
+    model judges every sentence; ``quote``: each shown with the closest passage sentence in full). Raises
+    MalformedReply when the model's reply does not fit the schema even after one re-ask.
     """
     sentences = answer_sentences(draft)
     reasons = [guard(s, question, passages) if guards else "" for s in sentences]
@@ -110,7 +123,7 @@ def check_draft(
     asked = [i for i, reason in enumerate(reasons) if not reason and not copies[i]]
     judged: dict[int, prompts.SentenceCheck] = {}
     if asked:
-        replies = _ask_model(caller, conversation, draft, [sentences[i] for i in asked], passages, hints)
+        replies = _ask_model(caller, conversation, draft, [sentences[i] for i in asked], passages, hints, quote)
         judged = {asked[k]: check for k, check in replies.items()}
     verdicts: list[Verdict] = []
     for i, sentence in enumerate(sentences):
