@@ -48,14 +48,15 @@ _PARAGRAPH_BLOCKS = {
     "p", "div", "pre", "table", "ul", "ol", "dl", "blockquote", "section", "article", "main", "figure",
     "figcaption", "form", "fieldset", "details", "summary", "address", "hr", "center",
 }  # fmt: skip
-_LINE_BLOCKS = {"li", "dt", "dd", "tr", "br", "caption", "legend", "option"}
+_LINE_BLOCKS = {"li", "dt", "dd", "br", "caption", "legend", "option"}
 _CELL_TAGS = {"td", "th"}
 _CHECK_EVERY = 4096  # nodes between two looks at the clock
 _SPACE = re.compile(r"\s+")
 _WORDS = re.compile(r"\w+")
 TRAFILATURA_MAX_NODES = 20_000  # trafilatura is not checked against the clock: ~1 s at this size here
 _KEEP_SHARE = 0.5  # a block is content when half of its word triples are in trafilatura's text
-_PARA, _LINE, _CELL, _PRE = "\x00P", "\x00L", "\x00C", "\x00R"  # marks in the walk: cleaned text has no NUL
+# Marks in the walk (cleaned text has no NUL): paragraph, line, cell, <pre>, table row start and end
+_PARA, _LINE, _CELL, _PRE, _ROW, _ROW_END = "\x00P", "\x00L", "\x00C", "\x00R", "\x00T", "\x00E"
 
 
 @dataclass
@@ -140,20 +141,20 @@ def _is_permalink(tag: Any) -> bool:
 def _walk(root: Any, *, skip: Any = None, clock: WorkClock | None = None) -> Iterator[str]:
     """Visible strings under ``root`` in document order, with boundary marks where blocks start and end
     and each outermost h1-h6 as one mark ``\\x00H<level><text>``. An explicit stack, so nesting depth
-    costs no recursion; whitespace collapsed outside ``<pre>``."""
+    costs no recursion; whitespace collapsed outside ``<pre>``. Inside a table row only the cells are
+    blocks: a row stays one line, whatever its cells hold."""
     from bs4 import CData, NavigableString, Tag
 
-    stack: list[tuple[Iterator[Any], str, bool, bool]] = [(iter(root.contents), "", False, False)]
-    pre = sections = steps = 0
+    stack: list[tuple[Iterator[Any], str, bool, bool, bool]] = [(iter(root.contents), "", False, False, False)]
+    pre = sections = rows = steps = 0
     while stack:
         child = next(stack[-1][0], None)
         steps += 1
         if clock is not None and steps % _CHECK_EVERY == 0:
             clock.check(f"node {steps:,}")
         if child is None:
-            _, end_mark, is_pre, is_section = stack.pop()
-            pre -= is_pre
-            sections -= is_section
+            _, end_mark, is_pre, is_section, is_row = stack.pop()
+            pre, sections, rows = pre - is_pre, sections - is_section, rows - is_row
             if end_mark:
                 yield end_mark
         elif isinstance(child, Tag):
@@ -163,26 +164,36 @@ def _walk(root: Any, *, skip: Any = None, clock: WorkClock | None = None) -> Ite
             if _HEADING_TAG.match(name):
                 yield f"\x00H{name[1]}{inline_text(child)}"
                 continue
+            is_row, is_pre, is_section = name == "tr", name == "pre" and not rows, name in _SECTIONING
             mark = _PARA if name in _PARAGRAPH_BLOCKS else _LINE if name in _LINE_BLOCKS else ""
-            if mark or name in _CELL_TAGS:
-                yield _PRE if name == "pre" else mark or _CELL
-            is_pre, is_section = name == "pre", name in _SECTIONING
-            pre, sections = pre + is_pre, sections + is_section
-            stack.append((iter(child.contents), mark, is_pre, is_section))
+            if rows and mark:
+                mark = ""  # a paragraph or a <br> inside a cell: the row stays one line
+                yield " "
+            if is_row:
+                mark = _ROW_END
+                yield _ROW
+            elif mark or name in _CELL_TAGS:
+                yield _PRE if is_pre else mark or _CELL
+            pre, sections, rows = pre + is_pre, sections + is_section, rows + is_row
+            stack.append((iter(child.contents), mark, is_pre, is_section, is_row))
         elif type(child) in (NavigableString, CData):  # not comments, doctypes, script or style text
             text = clean_text(str(child))
             yield text if pre else _SPACE.sub(" ", text)
 
 
 def _blocks(root: Any, *, skip: Any, clock: WorkClock) -> list[Block]:
-    """The page's paragraphs, lines and headings; table cells on one line, separated by " | "."""
+    """The page's paragraphs, lines and headings; a table row as a Markdown row ``| a | b |``, so that chunking
+    never cuts one and repeats a long table's first row (knowledge/tables.py)."""
     blocks: list[Block] = []
     parts: list[str] = []  # the block being read; has_text: whether any of it is more than spaces
-    has_text, paragraph, pre = False, True, False  # paragraph: a paragraph boundary came since the last block
+    # paragraph: a paragraph boundary came since the last block; pre, row: the block is a <pre>, a table row
+    has_text, paragraph, pre, row = False, True, False, False
 
     def flush() -> None:
         lines = [line.rstrip() if pre else line.strip() for line in "".join(parts).split("\n")]
         text = "\n".join(lines).strip("\n") if pre else "\n".join(line for line in lines if line)
+        if row and text.strip():
+            text = "| " + " ".join(text.split()) + " |"
         if text.strip():
             blocks.append(Block(text=text, breaks="\n\n" if paragraph else "\n"))
         parts.clear()
@@ -195,6 +206,9 @@ def _blocks(root: Any, *, skip: Any, clock: WorkClock) -> list[Block]:
         elif piece == _CELL:
             if has_text:
                 parts.append(" | ")
+        elif piece in (_ROW, _ROW_END):
+            flush()
+            has_text, paragraph, row = False, paragraph and not has_text, piece == _ROW
         elif piece.startswith("\x00"):
             if has_text or piece == _PRE or pre:  # a <pre> is a block of its own, its line breaks kept
                 flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -84,13 +85,13 @@ def test_landmarks_of_the_pages_furniture_are_left_out_but_an_articles_own_heade
     assert [(s.heading, s.text) for s in sections] == [("Refunds", "By the billing team\n\nRefunds take 14 days.")]
 
 
-def test_a_table_keeps_one_row_a_line_and_its_cells_in_order() -> None:
+def test_a_table_keeps_one_row_a_line_and_its_cells_in_order() -> None:  # as Markdown rows
     page = (
         b"<main><h2>Plans</h2><table><tr><th>Plan</th><th>Price</th></tr>"
         b"<tr><td>Free</td><td>0 <i>EUR</i></td></tr><tr><td>Team</td><td>10 EUR</td></tr></table></main>"
     )
     _, sections = html_sections(page)
-    assert sections[0].text == "Plan | Price\nFree | 0 EUR\nTeam | 10 EUR"
+    assert sections[0].text == "| Plan | Price |\n| Free | 0 EUR |\n| Team | 10 EUR |"
 
 
 def test_when_trafilatura_fails_or_finds_nothing_every_block_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,3 +112,17 @@ def test_an_html_file_is_ingested_through_the_same_rules(tmp_path: Path) -> None
     doc = load_file(path, 1_000_000)
     assert doc.title == "11.8. Partial Indexes"
     assert "Prev" not in doc.sections[0].text and doc.sections[0].heading == "11.8. Partial Indexes"
+
+
+def test_a_long_html_table_is_chunked_between_rows_with_its_header_repeated(tmp_path: Path) -> None:
+    from knowledge.chunking import ChunkingConfig, chunk_document
+
+    rows = "".join(f"<tr><td>item {i}</td><td><p>costs {i} euros</p><p>in stock</p></td></tr>" for i in range(200))
+    path = tmp_path / "prices.html"
+    path.write_text(f"<main><h1>Prices</h1><table><tr><th>Item</th><th>Price</th></tr>{rows}</table></main>")
+    chunks = chunk_document(load_file(path, 1_000_000), ChunkingConfig(chunk_tokens=64, overlap=0))
+    assert len(chunks) > 3
+    for chunk in chunks:
+        lines = chunk.text.split("\n")
+        assert lines[0] == "| Item | Price |"  # each chunk starts with the table's header
+        assert all(re.fullmatch(r"\| item \d+ \| costs \d+ euros in stock \|", line) for line in lines[1:])
