@@ -40,6 +40,6 @@ def test_the_bm25_baseline_ranks_the_matching_page_first() -> None:
 
 
 def test_before_reads_html_as_main_did_every_string_on_its_own_line() -> None:
-    title, sections = before_html_sections(b"<title>T</title><nav>Prev Next</nav><h1>H</h1><p>a <b>b</b> c</p>")
+    title, sections = before_html_sections(b"<title>T</title><body><nav>Prev Next</nav><h1>H</h1><p>a <b>b</b> c</p>")
     assert title == "T" and sections[-1].heading == "H" and sections[-1].text == "a \nb\n c"  # as the issue saw it
     assert sections[0].text == "Prev Next"  # menus were kept
