@@ -18,8 +18,9 @@ from knowledge.loaders import LoadedDocument
 from knowledge.tables import table_blocks, table_pieces
 from knowledge.tokens import get_encoding
 
-# Bump when chunk boundaries change, so re-ingest re-chunks (2: tables cut between rows, header repeated)
-CHUNKER_VERSION = 2
+# Bump when chunk boundaries change, so re-ingest re-chunks (2: tables cut between rows, header repeated;
+# 3: HTML read as published, knowledge/html_text.py)
+CHUNKER_VERSION = 3
 
 
 @dataclass(frozen=True)

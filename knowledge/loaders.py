@@ -24,7 +24,9 @@ from itertools import pairwise
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from knowledge import html_text
 from knowledge.bounds import DEFAULT_LIMITS, ParseLimits, SkipFile, WorkClock, brief, clean_text, clean_value
+from knowledge.html_text import check_html_nodes as check_html_nodes  # the tests and the bounds read it here
 from knowledge.packages import OFFICE_SUFFIXES
 from knowledge.tables import SHEET_SUFFIXES
 
@@ -41,14 +43,6 @@ DOCUMENT_SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFF
 SUPPORTED_SUFFIXES = DOCUMENT_SUFFIXES | ARCHIVE_SUFFIXES
 # Archives inside an archive are never expanded: each layer multiplies what a bomb can do.
 NESTED_ARCHIVE_SUFFIXES = {".zip", ".jar", ".tar", ".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".zst", ".7z", ".rar"}
-# BeautifulSoup keeps a Python object per node (about 450 B each, ~7 s per million on one core here):
-# a start tag, a comment, a doctype, a CDATA section or a processing instruction each makes one, and
-# the text between two of them one more. So a page is refused, before it is parsed, when it has more
-# "<" followed by a letter, "!" or "?" than ParseLimits.html_nodes. End tags make no node.
-_HEADING_MARK = "\x00LADDER-HEADING\x00"  # cannot occur in the text: clean_text removes NUL first
-_HEADING_TAG = re.compile(r"^h[1-6]$")
-_MARKUP = re.compile(rb"<[A-Za-z!?]")
-_DROPPED_TAGS = {"script", "style", "noscript", "template", "svg"}
 _CHECK_EVERY = 4096  # nodes or tokens between two looks at the clock
 _NEWLINE = re.compile(r"\r\n?|\n")  # how markdown-it splits lines (str.splitlines also splits at U+2028, FF ...)
 _JSON_VALUE_MARKS = (",", "[", "{")  # a JSON text holds at most one value more than these characters
@@ -182,88 +176,9 @@ def markdown_sections(
 def html_sections(
     data: bytes, limits: ParseLimits = DEFAULT_LIMITS, clock: WorkClock | None = None
 ) -> tuple[str, list[Section]]:
-    """Visible text of an HTML page split at h1-h6; scripts, styles and templates dropped.
-
-    One pass over the parsed tree, without changing it: BeautifulSoup's ``replace_with`` and
-    ``decompose`` look a tag up among its siblings, which made a page of many headings (or of
-    headings nested in headings) quadratic: 20 000 headings took a minute.
-    """
-    from bs4 import BeautifulSoup
-
-    clock = clock or WorkClock(limits)
-    check_html_nodes(data, limits.html_nodes)
-    try:
-        soup = BeautifulSoup(data, "lxml")
-    except Exception:  # lxml missing or refused the input: the stdlib parser is slower but lenient
-        soup = BeautifulSoup(data, "html.parser")
-    clock.check("the end of parsing")
-    title_tag = soup.find("title")
-    if title_tag is not None and title_tag.find_parent(list(_DROPPED_TAGS)) is not None:
-        title_tag = None  # an icon's <svg><title>, not the page's
-    title = _html_text(title_tag, " ") if title_tag else ""
-    body = soup.body or soup
-    raw = "\n".join(_html_strings(body, skip=title_tag, mark_headings=True, clock=clock))
-    sections: list[Section] = []
-    path: list[tuple[int, str]] = []
-    for part_index, part in enumerate(raw.split(_HEADING_MARK)):
-        if part_index == 0:
-            text = part
-        else:
-            head, _, text = part.partition("\n")
-            level_text, _, heading_text = head.partition("\t")
-            level = int(level_text) if level_text.isdigit() else 1
-            path = [(lvl, t) for lvl, t in path if lvl < level] + [(level, heading_text.strip())]
-            if not title and level == 1:
-                title = heading_text.strip()
-        text = re.sub(r"\n\s*\n\s*", "\n\n", re.sub(r"[ \t\r\f\v]+", " ", text)).strip()
-        if text:
-            sections.append(Section(text=text, heading=" > ".join(t for _, t in path)))
-    return title, sections
-
-
-def check_html_nodes(data: bytes, limit: int) -> None:
-    """SkipFile when the page has more markup that makes a node (start tags, comments, doctypes,
-    CDATA, processing instructions) than ``limit``; a count of "<" answers most pages at C speed."""
-    if data.count(b"<") <= limit:
-        return
-    for count, _ in enumerate(_MARKUP.finditer(data), start=1):
-        if count > limit:
-            raise SkipFile(
-                f"HTML has over {limit:,} tags, comments and other markup, over the {limit:,}-node limit"
-                " for HTML; too many to parse safely"
-            )
-
-
-def _html_text(tag: Any, separator: str) -> str:
-    """A tag's visible text, each string stripped, like ``get_text(separator, strip=True)``."""
-    return separator.join(s.strip() for s in _html_strings(tag) if s.strip())
-
-
-def _html_strings(
-    root: Any, *, skip: Any = None, mark_headings: bool = False, clock: WorkClock | None = None
-) -> Iterator[str]:
-    """The visible strings under ``root`` in document order, cleaned; with ``mark_headings``, each outermost
-    h1-h6 becomes one marked line with its text. An explicit stack, so nesting depth costs no recursion."""
-    from bs4 import CData, NavigableString, Tag
-
-    stack = [iter(root.contents)]
-    steps = 0
-    while stack:
-        child = next(stack[-1], None)
-        steps += 1
-        if clock is not None and steps % _CHECK_EVERY == 0:
-            clock.check(f"node {steps:,}")
-        if child is None:
-            stack.pop()
-        elif isinstance(child, Tag):
-            if child.name in _DROPPED_TAGS or child is skip:
-                continue
-            if mark_headings and _HEADING_TAG.match(child.name):
-                yield f"\n{_HEADING_MARK}{child.name[1]}\t{_html_text(child, ' ')}\n"
-            else:
-                stack.append(iter(child.contents))
-        elif type(child) in (NavigableString, CData):  # not comments, doctypes, script or style text
-            yield clean_text(str(child))
+    """The page's main content split at h1-h6, inline text kept in its sentence (knowledge/html_text.py)."""
+    title, parts = html_text.html_sections(data, limits, clock)
+    return title, [Section(text=text, heading=heading) for heading, text in parts]
 
 
 def pdf_sections(

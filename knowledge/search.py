@@ -112,6 +112,9 @@ class SearchConfig:
     heading_weight: float = 0.5  # extra term frequency for a match in a heading
     recency_half_life_days: float | None = None
     recency_field: str = "date"
+    # At most this many of the top results from one document while others match too (0: no cap); the
+    # rest of that document's passages follow the others', so k is still filled when only one matches.
+    per_document: int = 2
 
 
 QueryTransform = Callable[[str], str]
@@ -186,6 +189,20 @@ def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int) 
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
+def spread_documents(hits: list[SearchHit], per_document: int) -> list[SearchHit]:
+    """``hits`` with each document's passages past the first ``per_document`` moved after the others'
+    (in their order): the top results cover more documents, and nothing is dropped. 0 leaves them as they are."""
+    if per_document <= 0:
+        return hits
+    seen: dict[str, int] = {}
+    first: list[SearchHit] = []
+    later: list[SearchHit] = []
+    for hit in hits:
+        seen[hit.doc_id] = seen.get(hit.doc_id, 0) + 1
+        (first if seen[hit.doc_id] <= per_document else later).append(hit)
+    return first + later
+
+
 def recency_factor(value: Any, half_life_days: float, now: datetime) -> float:
     """0.5 ** (age / half-life) for an ISO date; 1.0 where there is no readable date."""
     if isinstance(value, str):
@@ -226,7 +243,7 @@ class Searcher:
         self._check(request)
         cfg = self.config
         depth = max(request.k, cfg.candidates)
-        keep = depth if (self.rerankers or request.recency) else request.k
+        keep = depth if (self.rerankers or request.recency or cfg.per_document) else request.k
         with self.db.connection() as conn:
             collection = require_collection(conn, request.collection, self.embedder.model_name, self.embedder.dimension)
             rankings = self.rankings(conn, collection, request, depth)
@@ -243,7 +260,7 @@ class Searcher:
         hits = self.rerank(request.query, hits, self.rerankers)
         if request.recency:
             hits = self._apply_recency(hits)
-        return hits[: request.k]
+        return spread_documents(hits, cfg.per_document)[: request.k]
 
     def _check(self, request: SearchRequest) -> None:
         if request.mode not in MODES:

@@ -358,12 +358,13 @@ def describe_collection(conn: psycopg.Connection, name: str, description: str) -
 def get_chunks(conn: psycopg.Connection, chunk_ids: Sequence[int]) -> list[dict[str, Any]]:
     """Chunks by id with their document's id, source and title, in the order asked (unknown ids left out)."""
     rows = conn.execute(
-        "SELECT c.id, d.doc_id, d.source, coalesce(nullif(c.title, ''), d.title), c.heading, c.text"
-        " FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ANY(%s)",
+        "SELECT c.id, d.doc_id, d.source, coalesce(nullif(c.title, ''), d.title), c.heading, c.text,"
+        " c.metadata->'page' FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ANY(%s)",
         (list(chunk_ids),),
     ).fetchall()
     found = {
         r[0]: {"chunk_id": r[0], "doc_id": r[1], "source": r[2], "title": r[3], "heading": r[4], "text": r[5]}
+        | ({"page": r[6]} if isinstance(r[6], int) else {})
         for r in rows
     }
     return [found[i] for i in chunk_ids if i in found]

@@ -278,7 +278,7 @@ def test_html_nested_100000_deep_parses_correctly() -> None:
     page = "<html><body><h1>Top</h1>" + "<div>" * n + "<h2>Deep</h2>deep text" + "</div>" * n + "<p>after</p>"
     (title, sections), seconds = timed(html_sections, page.encode())
     assert title == "Top"
-    assert [(s.heading, s.text) for s in sections] == [("Top > Deep", "deep text\nafter")]
+    assert [(s.heading, s.text) for s in sections] == [("Top > Deep", "deep text\n\nafter")]
     assert seconds < 20
 
 
@@ -305,7 +305,7 @@ def test_html_icons_and_comments_stay_out_of_the_text() -> None:
     page = b"<h1>Title <svg><title>link icon</title></svg></h1><p>a<!-- secret -->b</p><script>x=1</script>"
     title, sections = html_sections(page)
     assert title == "Title"
-    assert sections[0].text == "a\nb"
+    assert sections[0].text == "ab"  # a comment inside a word does not split it, as a browser shows it
 
 
 # -- PDFs --------------------------------------------------------------------------------------------

@@ -14,9 +14,12 @@ from knowledge.search import (
     SearchConfig,
     Searcher,
     SearchError,
+    SearchHit,
+    SearchRequest,
     keyword_query_text,
     recency_factor,
     rrf_fuse,
+    spread_documents,
 )
 from knowledge.store import CollectionError
 
@@ -237,3 +240,30 @@ def test_a_missing_cross_encoder_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(SearchError, match="cannot load the cross-encoder"):
         CrossEncoderReranker(str(tmp_path / "nothing-here"))
+
+
+def test_one_document_cannot_crowd_the_top_results_while_others_match(
+    any_kb: KnowledgeBase, collection: str, tmp_path: Path
+) -> None:
+    # one long page whose every section says "refund", and two pages that say it once
+    long_page = tmp_path / "policy.md"
+    long_page.write_text("\n\n".join(f"# Part {i}\n\nThe refund rule number {i} of the policy." for i in range(6)))
+    (tmp_path / "faq.md").write_text("# FAQ\n\nA refund takes two weeks.")
+    (tmp_path / "shop.md").write_text("# Shop\n\nAsk the shop for a refund.")
+    any_kb.ingest([tmp_path], collection, progress=False)
+
+    def pages(per_document: int, k: int) -> list[str]:
+        searcher = Searcher(any_kb.db, any_kb.embedder, SearchConfig(per_document=per_document))
+        hits = searcher.search(SearchRequest(query="refund policy rule", collection=collection, k=k, mode="keyword"))
+        return [Path(hit.doc_id).name for hit in hits]
+
+    assert pages(0, 4) == ["policy.md"] * 4  # without the cap the one page takes the top four
+    capped = pages(2, 4)
+    assert capped[:2] == ["policy.md"] * 2 and sorted(capped[2:]) == ["faq.md", "shop.md"]
+    assert pages(2, 8) == capped + ["policy.md"] * 4  # nothing is dropped: its other passages follow
+
+
+def test_spread_documents_keeps_order_within_each_part() -> None:
+    hits = [SearchHit(chunk_id=i, score=1.0, doc_id=doc) for i, doc in enumerate("aaabab")]
+    assert [h.chunk_id for h in spread_documents(hits, 1)] == [0, 3, 1, 2, 4, 5]
+    assert [h.chunk_id for h in spread_documents(hits, 0)] == [0, 1, 2, 3, 4, 5]

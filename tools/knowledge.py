@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from knowledge.base import KnowledgeBase
 from knowledge.search import QueryExpansion, SearchHit, SearchRequest
@@ -65,6 +65,7 @@ class Passage(TypedDict):
     source: str
     text: str
     score: float
+    page: NotRequired[int]  # the PDF page it is on, shown beside its citation
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def passage_of(hit: SearchHit) -> Passage:
         "source": hit.source,
         "text": hit.text,
         "score": hit.score,
-    }
+    } | ({"page": hit.metadata["page"]} if isinstance(hit.metadata.get("page"), int) else {})  # type: ignore[return-value]
 
 
 def format_passages(passages: Sequence[SearchHit | Passage], *, numbered: bool = False) -> str:

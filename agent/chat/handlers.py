@@ -181,11 +181,11 @@ class ChatHandlers:
                 history.append(user_message(turn["question"]))
                 history += logged_steps(turn.get("events") or [], turn["turn_id"][:8])
                 answer = turn["answer"] or (f"**Error:** {turn['error']}" if turn["error"] else _no_answer(turn))
-                history.append(answer_message(answer, turn["turn_id"]))
+                history.append(answer_message(answer, turn["turn_id"], turn.get("fact_check") or []))
                 cited = [Citation.from_dict(c) for c in turn["citations"] or []]
                 if cited:
                     passages = kb.passages([c.chunk_id for c in cited])
-                    history += citation_messages(cited, passages, turn["turn_id"][:8])
+                    history += citation_messages(cited, passages, turn["turn_id"][:8], turn.get("fact_check") or [])
         except user_errors() as exc:  # the database away at page load: say so, keep the thread id
             return {"thread": thread}, [error_message(f"{exc}. Reload the page to see this conversation.")]
         return {"thread": thread}, history

@@ -23,7 +23,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 ALLOWED_TAGS = frozenset(
-    {"p", "br", "hr", "strong", "em", "del", "s", "code", "pre", "blockquote", "ul", "ol", "li"}
+    {"p", "br", "hr", "strong", "em", "del", "s", "code", "pre", "blockquote", "ul", "ol", "li", "mark"}
     | {"h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td"}
 )
 _PRE = re.compile(r"(<pre>.*?</pre>)", re.S)
@@ -65,6 +65,40 @@ def markdown_html(text: str) -> str:
     # The chat shows HTML under `white-space: pre-line`: line breaks between tags would show as blank
     # lines, so they go (the parser wrote <br> where the text had them), except inside code blocks.
     return "".join(part if part.startswith("<pre>") else part.replace("\n", "") for part in _PRE.split(clean))
+
+
+_MARKS = {"\ue000": "<mark>", "\ue001": "</mark>"}  # private-use characters, taken out of the text first
+
+
+def marked_html(text: str, spans: Sequence[tuple[int, int]]) -> str:
+    """Markdown as ``markdown_html`` makes it, with ``text[start:end]`` of each span in ``<mark>`` (line by line,
+    so a highlight never crosses a block); overlapping spans are merged."""
+    pieces, cursor = [], 0
+    for start, end in _merged(spans, len(text)):
+        pieces.append(_unmarked(text[cursor:start]))
+        pieces.append(
+            "\n".join(
+                f"\ue000{line}\ue001" if line.strip() else line for line in _unmarked(text[start:end]).split("\n")
+            )
+        )
+        cursor = end
+    pieces.append(_unmarked(text[cursor:]))
+    rendered = markdown_html("".join(pieces))
+    return re.sub("[\ue000\ue001]", lambda m: _MARKS[m.group(0)], rendered)
+
+
+def _unmarked(text: str) -> str:
+    return text.replace("\ue000", "").replace("\ue001", "")
+
+
+def _merged(spans: Sequence[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in sorted((max(0, s), min(size, e)) for s, e in spans if e > s):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        elif end > start:
+            out.append((start, end))
+    return out
 
 
 def text_html(text: str) -> str:

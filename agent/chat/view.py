@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 import uuid
 from typing import Any
 
-from agent.chat.safe_html import html_text, markdown_html, text_html
+from agent.chat.safe_html import html_text, markdown_html, marked_html, text_html
 from agent.core.events import QueueEvent, StepEvent, TokenEvent, ToolEvent, TurnEvent, VerdictEvent, event_from_dict
 from agent.core.results import Citation, TurnResult
 
@@ -130,8 +131,8 @@ class TurnView:
         text = result.answer or self.answer
         if result.error and result.error not in text:
             text = f"{text}\n\n**Error:** {result.error}" if text else f"**Error:** {result.error}"
-        out.append(answer_message(text, result.turn_id))
-        out += citation_messages(result.citations, list(result.passages), self.key)
+        out.append(answer_message(text, result.turn_id, result.fact_check))
+        out += citation_messages(result.citations, list(result.passages), self.key, result.fact_check)
         return out
 
 
@@ -177,17 +178,42 @@ def question_of(value: Any) -> str:
     return html_text(value if isinstance(value, str) else "")
 
 
-def answer_message(text: str, turn_id: str) -> dict[str, Any]:
-    """A finished turn's answer (its id in the metadata, for feedback)."""
-    return {"role": "assistant", "content": markdown_html(text), "metadata": {"id": ANSWER_ID_PREFIX + turn_id}}
+def answer_message(text: str, turn_id: str, verdicts: list[Any] | None = None) -> dict[str, Any]:
+    """A finished turn's answer (its id in the metadata, for feedback), with its checked claims under it:
+    each supported one with the passages [n] that back it, each unsupported one marked."""
+    content = markdown_html(text) + claims_html(verdicts or [])
+    return {"role": "assistant", "content": content, "metadata": {"id": ANSWER_ID_PREFIX + turn_id}}
+
+
+def claims_html(verdicts: list[Any]) -> str:
+    """The fact-check's verdicts as a list under the answer: "✓ claim [2]" or "✗ NOT supported: claim"."""
+    if not verdicts:
+        return ""
+    lines = []
+    for verdict in verdicts:
+        numbers = sorted({s["passage"] for s in verdict.get("support") or [] if s.get("passage")})
+        cited = " " + "".join(f"[{n}]" for n in numbers) if numbers else ""
+        if verdict.get("supported"):
+            lines.append(f"- ✓ {_escaped(verdict['claim'])}{cited}")
+        else:
+            lines.append(f"- ✗ **NOT supported:** {_escaped(verdict['claim'])}")
+    return markdown_html("**Claims, checked against the passages:**\n" + "\n".join(lines))
+
+
+def _escaped(text: str) -> str:
+    """A claim as literal text inside Markdown (its own asterisks and brackets shown, not read)."""
+    return re.sub(r"([\\`*_\[\]#<>!|~])", r"\\\1", " ".join(text.split()))
 
 
 def error_message(text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": markdown_html(f"**Error:** {text}")}
 
 
-def citation_messages(citations: list[Citation], passages: list[Any], key: str) -> list[dict[str, Any]]:
-    """One collapsed message per cited passage: its number and source as the title, the text inside."""
+def citation_messages(
+    citations: list[Citation], passages: list[Any], key: str, verdicts: list[Any] | None = None
+) -> list[dict[str, Any]]:
+    """One collapsed message per cited passage: its number and title as the title; inside, its section and
+    page, the text with the sentences that support the answer's claims highlighted, and its source."""
     by_id = {p["chunk_id"]: p for p in passages}
     messages = []
     for position, citation in enumerate(citations, start=1):
@@ -195,16 +221,15 @@ def citation_messages(citations: list[Citation], passages: list[Any], key: str) 
         if passage is None:
             continue
         number = citation.number or position
-        text = passage["text"] if len(passage["text"]) <= CITED_CHARS else passage["text"][:CITED_CHARS] + " …"
-        # the passage is Markdown (documents often are); its heading and file name are shown as plain text
-        heading = f"<p><strong>{text_html(passage['heading'])}</strong></p>" if passage.get("heading") else ""
-        source = f"<p><em>Source: {text_html(passage['source'])} (chunk {passage['chunk_id']})</em></p>"
+        spans = supporting_spans(verdicts or [], citation.chunk_id)
+        # cited by the answer, but the fact-check found no claim it backs: say so where the reader looks first
+        unbacked = " (backs no checked claim)" if verdicts and not spans else ""
         messages.append(
             {
                 "role": "assistant",
-                "content": heading + markdown_html(text) + source,
+                "content": _citation_html(passage, spans),
                 "metadata": {
-                    "title": text_html(f"[{number}] {passage.get('title') or passage['doc_id']}"),
+                    "title": text_html(f"[{number}] {passage.get('title') or passage['doc_id']}{unbacked}"),
                     "id": f"{key}:cite:{citation.chunk_id}",
                     "status": "done",
                     "log": passage["doc_id"],
@@ -212,6 +237,33 @@ def citation_messages(citations: list[Citation], passages: list[Any], key: str) 
             }
         )
     return messages
+
+
+def supporting_spans(verdicts: list[Any], chunk_id: int) -> list[tuple[int, int]]:
+    """The (start, end) of each sentence of the passage that the fact-check found backing a supported claim."""
+    return [
+        (int(s["start"]), int(s["end"]))
+        for v in verdicts
+        if v.get("supported")
+        for s in v.get("support") or []
+        if s.get("chunk_id") == chunk_id
+    ]
+
+
+def _citation_html(passage: dict[str, Any], spans: list[tuple[int, int]]) -> str:
+    text = passage["text"]
+    start = 0
+    if len(text) > CITED_CHARS:  # the shown stretch starts a little before the first highlighted sentence
+        start = max(0, min((s for s, _ in spans), default=0) - CITED_CHARS // 5)
+    prefix = "… " if start else ""
+    shown = prefix + text[start : start + CITED_CHARS] + (" …" if start + CITED_CHARS < len(text) else "")
+    body = marked_html(shown, [(s - start + len(prefix), e - start + len(prefix)) for s, e in spans])
+    # the passage is Markdown (documents often are); its title, section, page and file name are plain text
+    where = [f"Section: {passage['heading']}"] if passage.get("heading") else []
+    where += [f"Page {passage['page']}"] if passage.get("page") else []
+    heading = f"<p><strong>{text_html(' · '.join(where))}</strong></p>" if where else ""
+    source = f"<p><em>Source: {text_html(passage['source'])} (chunk {passage['chunk_id']})</em></p>"
+    return heading + body + source
 
 
 def turn_id_of(history: list[dict[str, Any]], index: int) -> str | None:

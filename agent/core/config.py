@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     heading_weight: float = Field(default=0.5, ge=0, le=1)
     recency_half_life_days: float | None = Field(default=None, gt=0)
     recency_field: str = "date"
+    search_per_document: int = Field(default=2, ge=0, le=1000)  # 0: no cap on one document's share of the top
 
     @field_validator("maintenance_work_mem")
     @classmethod
@@ -202,6 +203,7 @@ class Settings(BaseSettings):
             heading_weight=self.heading_weight,
             recency_half_life_days=self.recency_half_life_days,
             recency_field=self.recency_field,
+            per_document=self.search_per_document,
         )
 
 

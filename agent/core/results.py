@@ -14,7 +14,8 @@ from agent.core.state import Passage, Verdict
 
 @dataclass(frozen=True)
 class Citation:
-    """A passage the answer cites: its number in the answer ([n]; None when the fact-check found it)."""
+    """A passage the answer cites: its number [n] in the draft's prompt (also when the fact-check found it;
+    None only in turns logged before that was so)."""
 
     number: int | None
     doc_id: str

@@ -22,6 +22,8 @@ class Verdict(TypedDict):
     supported: bool
     evidence: list[int]
     reason: NotRequired[str]  # why it is unsupported ("" when supported)
+    # per evidence passage, the sentence that backs the claim: {"chunk_id", "passage", "start", "end"}
+    support: NotRequired[list[dict[str, Any]]]
 
 
 def research_reducer(old: list[Research] | None, new: list[Research] | None) -> list[Research]:

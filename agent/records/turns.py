@@ -167,8 +167,8 @@ def thread_turns(conn: psycopg.Connection, thread_id: str, limit: int = 200) -> 
     return (
         conn.cursor(row_factory=dict_row)
         .execute(
-            "SELECT turn_id, question, answer, citations, status, error, events FROM turns WHERE thread_id = %s"
-            " ORDER BY started_at, turn_id LIMIT %s",
+            "SELECT turn_id, question, answer, citations, fact_check, status, error, events FROM turns"
+            " WHERE thread_id = %s ORDER BY started_at, turn_id LIMIT %s",
             (thread_id, limit),
         )
         .fetchall()

@@ -411,3 +411,42 @@ def bootstrap_ci(
     )
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return mean, low, high
+
+
+# --- citations ---------------------------------------------------------------------------------
+
+
+def cited_sentences(verdicts: Sequence[dict[str, Any]], passages: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(claim, the passage sentences highlighted for it) for each claim the fact-check cited evidence for."""
+    texts = {p["chunk_id"]: p["text"] for p in passages}
+    out = []
+    for verdict in verdicts:
+        spans = [s for s in verdict.get("support") or [] if s.get("chunk_id") in texts]
+        if spans:
+            out.append((verdict["claim"], " ".join(texts[s["chunk_id"]][s["start"] : s["end"]] for s in spans)))
+    return out
+
+
+def citation_quality(
+    verdicts: Sequence[dict[str, Any]], passages: Sequence[dict[str, Any]], judge: Judge | None = None,
+    threshold: float = 0.5,
+) -> float:  # fmt: skip
+    """Share of cited claims whose highlighted sentence supports them: judged by the judge model (one NLI call
+    per claim) when there is one, else by overlap (at least ``threshold`` of the claim's content words are in
+    the sentence). nan when no claim was cited."""
+    pairs = cited_sentences(verdicts, passages)
+    if not pairs:
+        return NAN
+    good = 0
+    for claim, sentence in pairs:
+        if judge is None:
+            words = _content_words(claim)
+            good += bool(words) and len(words & _content_words(sentence)) / len(words) >= threshold
+            continue
+        try:
+            inputs = {"context": sentence, "statements": [claim]}
+            found = _ask(judge, "citation_quality", _NLI, _NLI_EX, inputs, Verdicts).verdicts
+        except ValueError:
+            return NAN
+        good += bool(found) and found[0].verdict == 1
+    return good / len(pairs)

@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from evals.ladder import rag_metrics as rm
 from evals.ladder.run import get_run
 
-HEADLINES = ("label_accuracy", "answer_similarity", "context_recall_ids", "faithfulness_overlap")
+HEADLINES = ("label_accuracy", "answer_similarity", "context_recall_ids", "faithfulness_overlap", "citation_quality")
 
 
 def load_results(conn: psycopg.Connection, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:

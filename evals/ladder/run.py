@@ -93,10 +93,15 @@ def score(
     labels: tuple[str, ...] = (),
     embedder: Any = None,
     judge: Any = None,
+    verdicts: list[dict[str, Any]] | None = None,
+    drafted: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
-    """Every metric that applies to this example; NaN-free (a metric that does not apply is absent)."""
+    """Every metric that applies to this example; NaN-free (a metric that does not apply is absent).
+    ``verdicts`` and ``drafted`` (the fact-check's and the passages the draft was given) score the citations."""
     contexts = [p["text"] for p in passages]
     metrics: dict[str, float] = {}
+    if verdicts and drafted:
+        metrics["citation_quality"] = rm.citation_quality(verdicts, drafted, judge)
     if example.label and labels:
         metrics["label_accuracy"] = float(rm.label_from_answer(answer, labels) == example.label.lower())
     if example.reference_answer:
@@ -269,7 +274,10 @@ def _answer(
     seconds = time.perf_counter() - started
     passages = result.retrieved if result else []
     answer = result.answer if result else ""
-    metrics = score(example, answer, passages, labels=evalset.labels, embedder=kb.embedder, judge=judge)
+    metrics = score(
+        example, answer, passages, labels=evalset.labels, embedder=kb.embedder, judge=judge,
+        verdicts=result.fact_check if result else None, drafted=list(result.passages) if result else None,
+    )  # fmt: skip
     return {
         "example_id": example.id,
         "question": example.question,

@@ -23,6 +23,7 @@ from agent.core import prompts
 from agent.core.context import TurnContext
 from agent.core.events import VerdictEvent
 from agent.core.state import Passage, TurnState, Verdict
+from agent.core.steps.citing import support
 from agent.core.steps.common import emit, step
 from agent.core.steps.draft import context_passages, continue_draft, draft_messages
 from agent.core.steps.fact_guards import claim_text, closest_sentence, copied_from, guard, replaced_words
@@ -130,12 +131,15 @@ def check_draft(
         supported = bool(copies[i]) or (not reasons[i] and check is not None and check.supported)
         cited = [copies[i]] if copies[i] else [] if check is None or not supported else check.passages
         reason = reasons[i] or ("" if supported else MODEL_UNSUPPORTED if check is not None else NOT_JUDGED)
+        claim = claim_text(sentence) or sentence
+        evidence = [passages[n - 1]["chunk_id"] for n in dict.fromkeys(cited) if 1 <= n <= len(passages)]
         verdicts.append(
             {
-                "claim": claim_text(sentence) or sentence,
+                "claim": claim,
                 "supported": supported,
-                "evidence": [passages[n - 1]["chunk_id"] for n in dict.fromkeys(cited) if 1 <= n <= len(passages)],
+                "evidence": evidence,
                 "reason": reason,
+                "support": support(claim, evidence, passages),  # the sentence in each, as offsets (citing.py)
             }
         )
     return verdicts
