@@ -69,6 +69,9 @@ def format_sections(data: bytes, suffix: str, limits: ParseLimits, clock: WorkCl
     return (title if suffix == ".epub" else "") or heading_title or title, sections
 
 
+_DOCX_STYLES = "p[style-name='Title'] => h1:fresh"
+
+
 def _convert(data: bytes, suffix: str) -> tuple[str, str]:
     """(title or "", Markdown) from the library for ``suffix``."""
     from markitdown import StreamInfo
@@ -82,7 +85,10 @@ def _convert(data: bytes, suffix: str) -> tuple[str, str]:
         result = HtmlConverter().convert_string(writer.xhtml())
         return "", result.markdown
     converter: Any = {".docx": DocxConverter, ".pptx": PptxConverter, ".epub": EpubConverter}[suffix]()
-    result = converter.convert(io.BytesIO(data), StreamInfo(extension=suffix))
+    # Word's Title style is the document's title; mammoth's default map reads it as a plain paragraph,
+    # which then sat alone as a chunk while the first "Heading 1" became the title.
+    options = {"style_map": _DOCX_STYLES} if suffix == ".docx" else {}
+    result = converter.convert(io.BytesIO(data), StreamInfo(extension=suffix), **options)
     return result.title or "", result.markdown
 
 

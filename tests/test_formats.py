@@ -40,6 +40,24 @@ def test_docx_headings_become_sections_and_its_table_stays_a_table(tmp_path: Pat
     assert "| City | Nightly cap |\n| --- | --- |\n| City0 | 100 EUR |\n| City1 | 101 EUR |" in hotels
 
 
+def test_a_docx_title_style_is_the_document_title_not_a_passage(tmp_path: Path) -> None:
+    from docx import Document
+
+    doc = Document()
+    doc.add_heading("Expenses 2026", 0)  # Word's Title style, as most documents begin
+    doc.add_heading("Claims", 1)
+    doc.add_paragraph("Claims are filed within 30 days of return.")
+    doc.add_heading("Allowances", 1)
+    doc.add_paragraph("The daily allowance in Japan is 60 EUR.")
+    doc.save(tmp_path / "expenses.docx")
+    document = load_file(tmp_path / "expenses.docx", MB)
+    assert document.title == "Expenses 2026"
+    assert [(s.heading, s.text) for s in document.sections] == [  # the title is no section of its own
+        ("Claims", "Claims are filed within 30 days of return."),
+        ("Allowances", "The daily allowance in Japan is 60 EUR."),
+    ]
+
+
 def test_pptx_slides_keep_their_titles_and_speaker_notes(tmp_path: Path) -> None:
     found = sections(make_pptx(tmp_path / "deck.pptx"))
     assert found[0] == (
