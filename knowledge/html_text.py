@@ -114,7 +114,7 @@ def html_sections(
 
 def inline_text(tag: Any) -> str:
     """A tag's visible text on one line, inline elements joined as a browser shows them."""
-    return " ".join("".join(s for s in _walk(tag) if not s.startswith("\x00")).split())
+    return " ".join("".join(s for s in _walk(tag, headings=False) if not s.startswith("\x00")).split())
 
 
 def _main_landmark(soup: Any) -> Any:
@@ -138,7 +138,7 @@ def _is_permalink(tag: Any) -> bool:
     return tag.get_text().strip().lower() in _PERMALINK_TEXT
 
 
-def _walk(root: Any, *, skip: Any = None, clock: WorkClock | None = None) -> Iterator[str]:
+def _walk(root: Any, *, skip: Any = None, clock: WorkClock | None = None, headings: bool = True) -> Iterator[str]:
     """Visible strings under ``root`` in document order, with boundary marks where blocks start and end
     and each outermost h1-h6 as one mark ``\\x00H<level><text>``. An explicit stack, so nesting depth
     costs no recursion; whitespace collapsed outside ``<pre>``. Inside a table row only the cells are
@@ -161,7 +161,7 @@ def _walk(root: Any, *, skip: Any = None, clock: WorkClock | None = None) -> Ite
             name = child.name
             if name in _DROPPED_TAGS or child is skip or _is_furniture(child, sections > 0) or _is_permalink(child):
                 continue
-            if _HEADING_TAG.match(name):
+            if headings and _HEADING_TAG.match(name):  # a heading inside a heading is its text (no recursion)
                 yield f"\x00H{name[1]}{inline_text(child)}"
                 continue
             is_row, is_pre, is_section = name == "tr", name == "pre" and not rows, name in _SECTIONING
