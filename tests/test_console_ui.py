@@ -94,7 +94,7 @@ def _log_in(browser: Any, url: str, name: str) -> Any:
     page.get_by_label("username").fill(name)
     page.get_by_label("password").fill(PASSWORD)
     page.get_by_role("button", name="Login").click()
-    expect(page.locator("#model_name")).to_contain_text("scripted")
+    expect(page.locator("#model_name")).to_contain_text("scripted", timeout=30_000)
     return page
 
 
@@ -108,7 +108,7 @@ def _ask_and_dislike(page: Any) -> None:
     page.locator('#chat button[aria-label="Dislike"]').last.click()
     page.locator("#feedback_text textarea").fill("The warehouse is wrong.")
     page.locator("#feedback_send").click()
-    expect(page.locator("#notice")).to_contain_text("comment is stored")
+    expect(page.locator("#notice")).to_contain_text("comment is stored", timeout=30_000)
 
 
 def _cli(db: Database, *args: str) -> subprocess.CompletedProcess[str]:
@@ -162,7 +162,7 @@ def test_a_user_is_refused_the_console_page_and_its_endpoints(served: Any) -> No
             page = _log_in(browser, served.url, served.ann)
             expect(page.locator("#console_link")).to_have_count(0)  # the chat shows no console link to a user
             page.goto(served.url + "console", wait_until="load")
-            expect(page.locator("#console_refused")).to_contain_text("for operators")
+            expect(page.locator("#console_refused")).to_contain_text("for operators", timeout=30_000)
             expect(page.locator("#queue_table")).not_to_be_visible()
         finally:
             browser.close()
@@ -202,7 +202,7 @@ def test_a_thumbs_down_is_reviewed_into_a_named_set(served: Any) -> None:
         try:
             _ask_and_dislike(_log_in(browser, served.url, served.ann))
             page = _log_in(browser, served.url, served.op)
-            expect(page.locator("#console_link")).to_be_visible()
+            expect(page.locator("#console_link")).to_be_visible(timeout=30_000)
             page.goto(served.url + "console", wait_until="load")
             expect(page.locator("#turns_table")).to_contain_text(QUESTION[:30], timeout=20_000)
             _cell(page, "#turns_table", QUESTION[:30]).click()
@@ -221,9 +221,11 @@ def test_a_thumbs_down_is_reviewed_into_a_named_set(served: Any) -> None:
             page.locator("#review_set textarea").fill(set_name)
             _shot(page, "review")
             page.locator("#review_accept").click()
-            expect(page.locator("#review_notice")).to_contain_text(f"Accepted into {set_name}, now version 1")
+            expect(page.locator("#review_notice")).to_contain_text(
+                f"Accepted into {set_name}, now version 1", timeout=30_000
+            )
             expect(queue).not_to_contain_text("The warehouse is wrong.")
-            expect(page.locator("#sets_table")).to_contain_text(set_name)
+            expect(page.locator("#sets_table")).to_contain_text(set_name, timeout=30_000)
 
             page.get_by_role("tab", name="Knowledge").click()
             expect(page.locator("#collections_table")).to_contain_text(f"console-{served.tag}", timeout=20_000)
