@@ -175,6 +175,20 @@ def test_unsupported_claims_are_revised_once(agent: Agent, corpus: str, model: S
     assert [v["supported"] for v in result["fact_check"]] == [True, False]
 
 
+def test_a_revision_that_repeats_a_refused_claim_is_marked(agent: Agent, corpus: str, model: ScriptedModel) -> None:
+    # seen with the 0.5B model: asked to drop "up to 10 GB", it handed the sentence back word for word
+    model.steps["draft"] = lambda body: "Refunds take 14 days [1]. Refunds are paid in gold [1]."
+    model.steps["fact_check"] = lambda body: json.dumps(
+        {"checks": [{"n": 1, "supported": True, "passages": [1]}, {"n": 2, "supported": False, "passages": []}]}
+    )
+    model.steps["revise"] = lambda body: "Refunds take 14 days [1]. Refunds are paid in gold [1]. They take 99 days."
+    result, _ = ask(agent, "How long do refunds take?", corpus)
+    assert result["revised"] is True and model.calls["revise"] == 1
+    assert result["answer"].endswith(
+        "Not supported by the retrieved passages:\n- Refunds are paid in gold.\n- They take 99 days."
+    )  # the refused claim repeated, and a number no passage has
+
+
 def test_without_revisions_unsupported_claims_are_marked(kb: KnowledgeBase, corpus: str, server, model) -> None:
     model.steps["draft"] = lambda body: "Refunds are paid in gold [1]."
     model.steps["fact_check"] = lambda body: json.dumps({"checks": [{"n": 1, "supported": False, "passages": []}]})

@@ -7,8 +7,9 @@ sentences here, not by the model, so every sentence is judged and the reply stay
 whose words show the passages cannot back it is unsupported with their reason, a word-for-word copy of
 a passage sentence is supported by it, and the model is asked only about the others (no call at all
 when none is left), each pointed at the passage most like it (with the words a near copy changed).
-Unsupported sentences are revised away once; with no revision left, they are listed under the answer
-so the reader sees what the sources do not back.
+Unsupported sentences are revised away once; with no revision left, or where the revision still
+says them (or says something the guards refuse), they are listed under the answer so the reader sees
+what the sources do not back.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from agent.core.steps.draft import context_passages, continue_draft, draft_messa
 from agent.core.steps.fact_guards import claim_text, closest_sentence, copied_from, guard, replaced_words
 from agent.models.calls import MalformedReply, ModelCaller
 
-__all__ = ["answer_sentences", "check_draft", "claim_text", "fact_check"]
+__all__ = ["answer_sentences", "check_draft", "claim_text", "fact_check", "still_unsupported"]
 
 MAX_SENTENCES = 40  # FactCheck's schema bound; a longer answer's tail is judged as one piece
 _LEADING_CITATIONS = re.compile(r"^(?:\[\d{1,3}\])+\s*")
@@ -160,10 +161,32 @@ def _revise_or_mark(
                 max_tokens=ctx.limits.answer_max_tokens,
             ).strip()
         if revised:
-            return {"answer": revised, "fact_check": verdicts, "revised": True}
-    listed = "\n".join(f"- {v['claim']}" for v in unsupported)
-    return {"answer": f"{draft}\n\nNot supported by the retrieved passages:\n{listed}", "fact_check": verdicts,
-            "revised": False}  # fmt: skip
+            kept = still_unsupported(revised, state["question"], passages, unsupported)
+            return {"answer": _marked(revised, kept), "fact_check": verdicts, "revised": True}
+    return {"answer": _marked(draft, [v["claim"] for v in unsupported]), "fact_check": verdicts, "revised": False}
+
+
+def still_unsupported(revised: str, question: str, passages: list[Passage], unsupported: list[Verdict]) -> list[str]:
+    """The revision's sentences that repeat a refused claim or that the guards refuse: no model call.
+
+    A small model asked to drop a sentence sometimes hands it back word for word; shown unmarked, it
+    would read as checked.
+    """
+    refused = {" ".join(v["claim"].lower().split()) for v in unsupported}
+    kept = []
+    for sentence in answer_sentences(revised):
+        claim = claim_text(sentence) or sentence
+        if " ".join(claim.lower().split()) in refused or guard(sentence, question, passages):
+            kept.append(claim)
+    return kept
+
+
+def _marked(answer: str, claims: list[str]) -> str:
+    """The answer with the claims the passages do not back listed under it (none: the answer as it is)."""
+    if not claims:
+        return answer
+    listed = "\n".join(f"- {claim}" for claim in claims)
+    return f"{answer}\n\nNot supported by the retrieved passages:\n{listed}"
 
 
 def fact_check(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
