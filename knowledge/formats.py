@@ -20,8 +20,8 @@ import re
 from typing import Any
 
 from knowledge.bounds import ParseLimits, SkipFile, WorkClock, brief, clean_text
-from knowledge.loaders import Section, markdown_sections
 from knowledge.packages import odf_encrypted, open_package
+from knowledge.sections import Section, markdown_sections
 from knowledge.tables import SHEET_SUFFIXES, markdown_table, normalize_tables, read_sheets
 
 _KIND = {

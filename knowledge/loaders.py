@@ -28,6 +28,7 @@ from knowledge import html_text
 from knowledge.bounds import DEFAULT_LIMITS, ParseLimits, SkipFile, WorkClock, brief, clean_text, clean_value
 from knowledge.html_text import check_html_nodes as check_html_nodes  # the tests and the bounds read it here
 from knowledge.packages import OFFICE_SUFFIXES
+from knowledge.sections import Section, markdown_sections
 from knowledge.tables import SHEET_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -43,19 +44,8 @@ DOCUMENT_SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFF
 SUPPORTED_SUFFIXES = DOCUMENT_SUFFIXES | ARCHIVE_SUFFIXES
 # Archives inside an archive are never expanded: each layer multiplies what a bomb can do.
 NESTED_ARCHIVE_SUFFIXES = {".zip", ".jar", ".tar", ".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".zst", ".7z", ".rar"}
-_CHECK_EVERY = 4096  # nodes or tokens between two looks at the clock
-_NEWLINE = re.compile(r"\r\n?|\n")  # how markdown-it splits lines (str.splitlines also splits at U+2028, FF ...)
 _JSON_VALUE_MARKS = (",", "[", "{")  # a JSON text holds at most one value more than these characters
 _JSONL_NUL_SHARE = 0.1  # UTF-16 text is half NULs; a record with a stray NUL is far below this
-
-
-@dataclass
-class Section:
-    """A stretch of a document under one heading path."""
-
-    text: str
-    heading: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,51 +116,6 @@ def decode_text(data: bytes, *, nul_share: float = 0.0) -> str:
     if not text.strip():
         raise SkipFile("empty file")
     return text
-
-
-def markdown_sections(
-    text: str, limits: ParseLimits = DEFAULT_LIMITS, clock: WorkClock | None = None
-) -> tuple[str, list[Section]]:
-    """Split Markdown at its headings (not at '#' lines inside code blocks); return (title, sections).
-
-    Only the block structure is parsed: sections are cut from the raw lines, so inline parsing (links,
-    emphasis) would be work for nothing, and it is where markdown-it is slowest (2 MB of "[" took 25 s).
-    """
-    from markdown_it import MarkdownIt
-
-    clock = clock or WorkClock(limits)
-    text = clean_text(text)
-    lines = _NEWLINE.split(text)
-    if len(lines) > limits.markdown_lines:
-        raise SkipFile(
-            f"Markdown has {len(lines):,} lines, over the {limits.markdown_lines:,}-line limit for Markdown"
-            " (each line may be a block to parse); split it, or name it .txt to ingest it as plain text"
-        )
-    tokens = MarkdownIt("commonmark").disable("inline").parse(text)
-    clock.check("the end of parsing")
-    headings: list[tuple[int, int, int, str]] = []  # (start line, end line, level, text)
-    for index, token in enumerate(tokens):
-        if index % _CHECK_EVERY == 0:
-            clock.check(f"token {index:,}")
-        if token.type == "heading_open" and token.map:
-            inline = tokens[index + 1]
-            headings.append((token.map[0], token.map[1], int(token.tag[1]), inline.content.strip()))
-    title = next((h[3] for h in headings if h[2] == 1), "")
-    sections: list[Section] = []
-    path: list[tuple[int, str]] = []
-
-    def add(body_lines: list[str]) -> None:
-        body = "\n".join(body_lines).strip()
-        if body:
-            sections.append(Section(text=body, heading=" > ".join(t for _, t in path)))
-
-    cursor = 0
-    for start, end, level, heading in headings:
-        add(lines[cursor:start])
-        path = [(lvl, t) for lvl, t in path if lvl < level] + [(level, heading)]
-        cursor = end
-    add(lines[cursor:])
-    return title, sections
 
 
 def html_sections(

@@ -300,7 +300,7 @@ class OnnxEncoder:
 
 def main() -> None:
     """Export the bundled model (what ``scripts/install`` runs); say where it is and how close it came."""
-    from knowledge.embeddings import local_model_path
+    from knowledge.bundled_model import local_model_path
 
     export = ensure_export(local_model_path("all-MiniLM-L6-v2"))
     print(

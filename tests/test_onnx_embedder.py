@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from knowledge import onnx_embedder
+from knowledge.bundled_model import local_model_path
 from knowledge.chunking import ChunkingConfig, chunk_document
-from knowledge.embeddings import SMALL_CALL, EmbeddingConfig, EmbeddingError, LocalEmbedder, local_model_path
+from knowledge.embeddings import SMALL_CALL, EmbeddingConfig, EmbeddingError, LocalEmbedder
 from knowledge.ingest import embedding_text
 from knowledge.loaders import load_file
 from knowledge.onnx_embedder import OnnxEncoder, OnnxExport, OnnxExportError, ensure_export, export_folder
