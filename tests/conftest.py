@@ -1,4 +1,5 @@
-"""Fixtures: a real embedded PostgreSQL, a real PostgreSQL reached by URL, the real embedding model."""
+"""Fixtures: a real embedded PostgreSQL, a real PostgreSQL reached by URL, the real embedding model, a scripted
+chat model behind a real OpenAI-compatible server, and a test module's DOCS ingested."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from agent.models.local_server import free_port
+from evals.doubles.scripted_agent import ScriptedModel
+from evals.doubles.scripted_model import ScriptedOpenAI
+from evals.finetune.data import write_jsonl
 from knowledge.base import KnowledgeBase
 from knowledge.chunking import ChunkingConfig
 from knowledge.db import Database, DatabaseConfig
@@ -91,6 +95,26 @@ def kb(embedded_db: Database, embedder) -> KnowledgeBase:
 @pytest.fixture
 def any_kb(any_db: Database, embedder) -> KnowledgeBase:
     return KnowledgeBase(any_db, embedder, chunking=ChunkingConfig(chunk_tokens=64, overlap=8))
+
+
+@pytest.fixture
+def corpus(kb: KnowledgeBase, collection: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The test module's ``DOCS`` records ingested into a fresh collection; its name."""
+    path = tmp_path / "docs.jsonl"
+    write_jsonl(path, request.module.DOCS)
+    kb.ingest([path], collection, progress=False)
+    return collection
+
+
+@pytest.fixture
+def model() -> ScriptedModel:
+    return ScriptedModel()
+
+
+@pytest.fixture
+def server(model: ScriptedModel) -> Iterator[ScriptedOpenAI]:
+    with ScriptedOpenAI(chat=model) as scripted:
+        yield scripted
 
 
 @pytest.fixture(scope="session")

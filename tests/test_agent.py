@@ -34,25 +34,6 @@ INJECTION = {
 }
 
 
-@pytest.fixture
-def corpus(kb: KnowledgeBase, collection: str, tmp_path: Path) -> str:
-    path = tmp_path / "docs.jsonl"
-    write_jsonl(path, DOCS)
-    kb.ingest([path], collection, progress=False)
-    return collection
-
-
-@pytest.fixture
-def model() -> ScriptedModel:
-    return ScriptedModel()
-
-
-@pytest.fixture
-def server(model: ScriptedModel) -> Iterator[ScriptedOpenAI]:
-    with ScriptedOpenAI(chat=model) as scripted:
-        yield scripted
-
-
 def make_agent(kb: KnowledgeBase, server: ScriptedOpenAI, **settings: Any) -> Iterator[Agent]:
     config = Settings(
         **{"openai_base_url": server.base_url, "chat_model": "scripted", "llm_max_retries": 0, **settings}

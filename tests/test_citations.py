@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ from agent.core.steps.citing import sentence_spans, supporting_span
 from agent.core.turn import Agent, TurnRequest
 from evals.doubles.scripted_agent import ScriptedModel
 from evals.doubles.scripted_model import ScriptedOpenAI
-from evals.finetune.data import write_jsonl
 from knowledge.base import KnowledgeBase
 from tests.test_agent import make_agent
 
@@ -27,19 +25,6 @@ DOCS = [
      "a night. Taxis need a receipt."},
     {"id": "canteen", "title": "Canteen", "text": "The canteen opens at noon. It serves soup on Fridays."},
 ]  # fmt: skip
-
-
-@pytest.fixture
-def corpus(kb: KnowledgeBase, collection: str, tmp_path: Path) -> str:
-    path = tmp_path / "docs.jsonl"
-    write_jsonl(path, DOCS)
-    kb.ingest([path], collection, progress=False)
-    return collection
-
-
-@pytest.fixture
-def model() -> ScriptedModel:
-    return ScriptedModel()
 
 
 @pytest.fixture

@@ -34,7 +34,6 @@ from evals.bench.followups import (
 from evals.datasets import load_cisi, load_pubmedqa
 from evals.doubles.scripted_agent import ScriptedModel
 from evals.doubles.scripted_model import ScriptedOpenAI, last_user
-from evals.finetune.data import write_jsonl
 from knowledge.base import KnowledgeBase
 
 DOCS = [
@@ -50,25 +49,6 @@ DOCS = [
 FIRST = "Where do parcels ship from?"
 FOLLOW_UP = "How often does it happen?"
 STANDALONE = "How often do parcels ship from the Rotterdam warehouse?"
-
-
-@pytest.fixture
-def corpus(kb: KnowledgeBase, collection: str, tmp_path: Path) -> str:
-    path = tmp_path / "docs.jsonl"
-    write_jsonl(path, DOCS)
-    kb.ingest([path], collection, progress=False)
-    return collection
-
-
-@pytest.fixture
-def model() -> ScriptedModel:
-    return ScriptedModel()
-
-
-@pytest.fixture
-def server(model: ScriptedModel) -> Iterator[ScriptedOpenAI]:
-    with ScriptedOpenAI(chat=model) as scripted:
-        yield scripted
 
 
 def _endpoint(server: ScriptedOpenAI) -> ChatEndpoint:

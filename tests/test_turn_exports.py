@@ -21,7 +21,7 @@ from agent.records.redact import redact
 from agent.records.turns import add_feedback, parse_age
 from evals.doubles.scripted_agent import ScriptedModel
 from evals.doubles.scripted_model import ScriptedOpenAI
-from evals.finetune.data import check_example, write_jsonl
+from evals.finetune.data import check_example
 from evals.finetune.exports import distilled_examples, evalset_records, finetune_examples
 from knowledge.base import KnowledgeBase
 
@@ -30,14 +30,6 @@ DOCS = [
     {"id": "shipping", "title": "Shipping", "text": "Parcels ship from the Rotterdam warehouse every weekday."},
 ]
 SECRET = "sk-live0123456789abcdefghijklmnop"
-
-
-@pytest.fixture
-def corpus(kb: KnowledgeBase, collection: str, tmp_path: Path) -> str:
-    path = tmp_path / "docs.jsonl"
-    write_jsonl(path, DOCS)
-    kb.ingest([path], collection, progress=False)
-    return collection
 
 
 @pytest.fixture
