@@ -9,9 +9,11 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agent.chat.browser import CHROMIUM, CHROMIUM_FLAGS
 from agent.models.local_server import free_port
 from evals.doubles.scripted_agent import ScriptedModel
 from evals.doubles.scripted_model import ScriptedOpenAI
@@ -104,6 +106,19 @@ def corpus(kb: KnowledgeBase, collection: str, tmp_path: Path, request: pytest.F
     write_jsonl(path, request.module.DOCS)
     kb.ingest([path], collection, progress=False)
     return collection
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Any]:
+    """A page of Debian's Chromium, through Playwright."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is missing: scripts/install --test installs it with apt-get")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser.new_page(locale="en-US", viewport={"width": 1300, "height": 1000})
+        browser.close()
 
 
 @pytest.fixture

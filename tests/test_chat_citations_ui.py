@@ -7,12 +7,10 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.chat.browser import CHROMIUM, CHROMIUM_FLAGS
 from agent.chat.scripted import scripted_chat
 from agent.core.config import Settings
 from evals.doubles.scripted_agent import ScriptedModel
@@ -61,18 +59,6 @@ def chat(embedded_db: Database, embedder, tmp_path_factory: pytest.TempPathFacto
     settings = Settings(llm_max_retries=0, collection=collection, data_dir=embedded_db.embedded.root, max_revisions=0)
     with scripted_chat(settings, kb, model, token_delay_s=0.0) as served:
         yield Chat(served.url, served.agent, model, collection)
-
-
-@pytest.fixture
-def browser_page() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is missing: scripts/install --test installs it with apt-get")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser.new_page(locale="en-US", viewport={"width": 1300, "height": 1000})
-        browser.close()
 
 
 def test_a_citation_opens_on_its_passage_with_the_supporting_sentence_highlighted(

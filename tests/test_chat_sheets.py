@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.office_files import make_xlsx
-from tests.test_chat_ui import Chat, _wait_for_answer, browser_page, chat  # noqa: F401 (fixtures)
+from tests.test_chat_ui import Chat, _wait_for_answer, chat  # noqa: F401 (fixtures)
 from tools.sql.sources import get_source
 
 
 def test_a_dropped_spreadsheet_is_offered_as_text_and_as_data(
     chat: Chat,  # noqa: F811 (the fixture)
-    browser_page: Any,  # noqa: F811
+    browser_page: Any,
     tmp_path: Path,
 ) -> None:
     from playwright.sync_api import expect

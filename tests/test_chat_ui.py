@@ -8,13 +8,11 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.chat.app import ChatServices, build_app, launch
-from agent.chat.browser import CHROMIUM, CHROMIUM_FLAGS
 from agent.chat.handlers import ChatHandlers
 from agent.chat.scripted import scripted_chat
 from agent.chat.view import TurnView, turn_id_of
@@ -55,19 +53,6 @@ def chat(embedded_db: Database, embedder, tmp_path_factory: pytest.TempPathFacto
     settings = Settings(llm_max_retries=0, collection=collection, data_dir=embedded_db.embedded.root)
     with scripted_chat(settings, kb, model, token_delay_s=0.05) as served:
         yield Chat(served.url, served.agent, model, collection)
-
-
-@pytest.fixture
-def browser_page() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is missing: scripts/install --test installs it with apt-get")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(locale="en-US", viewport={"width": 1300, "height": 1000})
-        yield page
-        browser.close()
 
 
 def _wait_for_answer(page: Any, text: str, timeout_s: float = 60) -> list[str]:
