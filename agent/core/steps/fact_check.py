@@ -66,10 +66,11 @@ def _listing(sentences: list[str], passages: list[Passage], hints: bool, quote: 
         lines.append(f"{n}. {sentence}")
         if not hints:
             continue
-        number, closest, _ = closest_sentence(claim_text(sentence), passages)
+        claim = claim_text(sentence)
+        number, closest, _ = closest_sentence(claim, passages)
         if not closest:
             continue
-        swaps = replaced_words(claim_text(sentence), closest)
+        swaps = replaced_words(claim, closest)
         if quote:
             lines.append(f"   (closest in passage [{number}]: {closest})")
         if swaps:
