@@ -43,12 +43,16 @@ def add_console(app: gr.Blocks, handlers: ChatHandlers) -> None:
         with gr.Column(visible=False, elem_id="console") as body, gr.Tabs():
             with gr.Tab("Turns", id="turns"):
                 turns_load = _turns_tab(console)
-            with gr.Tab("Review queue", id="review"):
+            with gr.Tab("Review queue", id="review") as review:
                 review_load = _review_tab(console)
-            with gr.Tab("Evaluations", id="evaluations"):
+            with gr.Tab("Evaluations", id="evaluations") as evaluations:
                 evals_load = _evaluations_tab(Evaluations(console))
-            with gr.Tab("Knowledge", id="knowledge"):
+            with gr.Tab("Knowledge", id="knowledge") as knowledge:
                 knowledge_load = _knowledge_tab(console)
+        # A tab's tables reload when it is opened: the data is fresh, and Gradio draws a table's rows
+        # only once it is visible (a table filled while its tab was hidden can show no rows).
+        for tab, fill in ((review, review_load), (evaluations, evals_load), (knowledge, knowledge_load)):
+            tab.select(fill[0], fill[1], fill[2], **PRIVATE)
 
         def open_page(request: gr.Request) -> tuple[Any, Any]:
             allowed = console.allowed(request)
