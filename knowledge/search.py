@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from knowledge.bm25 import TEXT_SEARCH_CONFIG, BM25Params, bm25_search
 from knowledge.db import Database
 from knowledge.embeddings import Embedder
 from knowledge.errors import LadderError
@@ -30,57 +31,9 @@ from knowledge.store import Collection, require_collection
 
 Mode = Literal["dense", "keyword", "hybrid"]
 MODES: tuple[Mode, ...] = ("dense", "keyword", "hybrid")
-# Must match the configuration of the generated tsvector column in migration 0001.
-TEXT_SEARCH_CONFIG = "english"
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
-
-# Okapi BM25 in SQL over the stored tsvectors. Postgres ranks full-text matches without inverse
-# document frequency (a common word weighs as much as a rare one), which measured far below a
-# BM25 baseline; here each query lexeme's document frequency comes from the GIN index, term
-# frequencies from the tsvector's positions (title and heading positions count extra), and
-# lengths from the chunk's token count. Quoting each lexeme and casting to tsquery matches it
-# exactly, without a second round of parsing. The CTEs are MATERIALIZED because, inlined, the
-# planner re-ran the per-term document-frequency counts once per candidate row (25x slower).
-_BM25_SQL = r"""
-WITH q AS (
-    SELECT lexeme, cardinality(positions) AS qtf,
-           ('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''')::tsquery AS tq
-    FROM unnest(to_tsvector({cfg}, %(query)s))
-),
-anyq AS MATERIALIZED (SELECT string_agg(tq::text, ' | ')::tsquery AS tq, array_agg(lexeme) AS lexemes FROM q),
-stats AS MATERIALIZED (
-    SELECT count(*)::float8 AS n, greatest(avg(n_tokens), 1)::float8 AS avgdl
-    FROM chunks WHERE collection_id = {cid}
-),
-terms AS MATERIALIZED (
-    SELECT q.lexeme, q.qtf, ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5)) AS idf
-    FROM q CROSS JOIN stats
-    CROSS JOIN LATERAL (
-        SELECT count(*)::float8 AS df FROM chunks WHERE collection_id = {cid} AND tsv @@ q.tq
-    ) df
-),
-cand AS (
-    SELECT c.id, c.tsv, c.n_tokens, anyq.lexemes FROM chunks c, anyq
-    WHERE c.collection_id = {cid} AND c.tsv @@ anyq.tq {filter}
-)
-SELECT cand.id,
-       sum(terms.idf * terms.qtf * (m.tf * (%(k1)s + 1))
-           / (m.tf + %(k1)s * (1 - %(b)s + %(b)s * cand.n_tokens / stats.avgdl))) AS score
-FROM cand CROSS JOIN stats
-CROSS JOIN LATERAL (
-    SELECT u.lexeme,
-           (SELECT sum(CASE w WHEN 'A' THEN 1 + %(ta)s WHEN 'B' THEN 1 + %(hb)s ELSE 1 END)
-            FROM unnest(u.weights) AS w)::float8 AS tf
-    FROM unnest(cand.tsv) AS u
-    WHERE u.lexeme = ANY(cand.lexemes)
-) m
-JOIN terms ON terms.lexeme = m.lexeme
-GROUP BY cand.id
-ORDER BY score DESC, cand.id
-LIMIT %(n)s
-"""
 
 # Postgres' own cover-density ranking, kept as the measured alternative to BM25.
 _TS_RANK_SQL = """
@@ -106,6 +59,9 @@ class SearchConfig:
     candidates: int = 50
     ef_search: int = 128
     keyword_scoring: Literal["bm25", "ts_rank_cd"] = "bm25"
+    # At most about this many chunks scored per keyword search (0: no limit): past it BM25 scores the chunks
+    # of the query's rarer terms instead of proving the ranking exact (knowledge/bm25.py).
+    keyword_budget: int = 2_000
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     title_weight: float = 1.0  # extra term frequency for a match in the title
@@ -369,30 +325,22 @@ class Searcher:
         limit: int,
         filters: dict[str, Any] | None = None,
     ) -> list[tuple[int, float]]:
-        """(chunk id, score) best first: BM25 (default) or ts_rank_cd, over the GIN full-text index."""
+        """(chunk id, score) best first: BM25 (default, knowledge/bm25.py) or ts_rank_cd, over the GIN index."""
         cfg = self.config
-        params = {"query": query, "n": limit, "f": Jsonb(filters or {})}
-        if cfg.keyword_scoring == "ts_rank_cd":
-            text = keyword_query_text(query)
-            if not text:
-                return []
-            # ts_rank_cd weights are ordered {D, C, B, A}: body, unused, heading, title.
-            weights = [1.0, 0.0, min(1.0, 0.5 + cfg.heading_weight), min(1.0, 0.5 + cfg.title_weight)]
-            template, params = _TS_RANK_SQL, {**params, "t": text, "w": weights}
-        else:
-            template = _BM25_SQL
-            params = {
-                **params,
-                "k1": cfg.bm25_k1,
-                "b": cfg.bm25_b,
-                "ta": cfg.title_weight,
-                "hb": cfg.heading_weight,
-            }
-        statement = sql.SQL(template).format(
+        if cfg.keyword_scoring != "ts_rank_cd":
+            params = BM25Params(cfg.bm25_k1, cfg.bm25_b, cfg.title_weight, cfg.heading_weight)
+            return bm25_search(conn, collection.id, query, limit, params, filters, budget=cfg.keyword_budget).hits
+        text = keyword_query_text(query)
+        if not text:
+            return []
+        # ts_rank_cd weights are ordered {D, C, B, A}: body, unused, heading, title.
+        weights = [1.0, 0.0, min(1.0, 0.5 + cfg.heading_weight), min(1.0, 0.5 + cfg.title_weight)]
+        statement = sql.SQL(_TS_RANK_SQL).format(
             cfg=sql.Literal(TEXT_SEARCH_CONFIG),
             cid=sql.Literal(collection.id),
             filter=sql.SQL("AND c.metadata @> %(f)s") if filters else sql.SQL(""),
         )
+        params = {"t": text, "w": weights, "n": limit, "f": Jsonb(filters or {})}
         rows = conn.execute(statement, params).fetchall()
         return [(int(cid), float(score)) for cid, score in rows]
 

@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from knowledge import term_stats
 from knowledge.chunking import Chunk
 from knowledge.errors import LadderError
 
@@ -218,23 +219,33 @@ def write_documents(
     serialise and the last one's chunks are the only ones left. ``async_commit`` skips the wait for the
     WAL flush: a crash may then lose the last few commits, which a re-run redoes from the content hashes.
     """
-    result = WriteResult()
-    latest = list({doc.doc_id: doc for doc in docs}.values())  # a doc_id twice in one batch: the last wins
+    # A doc_id twice in one batch: the last wins. Sorted, so that concurrent batches lock the document
+    # rows they share in one order and never deadlock.
+    latest = sorted({doc.doc_id: doc for doc in docs}.values(), key=lambda doc: doc.doc_id)
     with conn.transaction():
         if async_commit:
             conn.execute("SET LOCAL synchronous_commit = off")
+        result = _write_isolating_failures(conn, collection, latest)
+    term_stats.compact(conn, collection.id)
+    return result
+
+
+def _write_isolating_failures(
+    conn: psycopg.Connection, collection: Collection, docs: list[DocumentWrite]
+) -> WriteResult:
+    result = WriteResult()
+    try:
+        with conn.transaction():  # SAVEPOINT
+            result.chunks = _write_batch(conn, collection, docs)
+        return result
+    except DOCUMENT_ERRORS:
+        pass  # rolled back to the savepoint: find the documents at fault
+    for doc in docs:
         try:
-            with conn.transaction():  # SAVEPOINT
-                result.chunks = _write_batch(conn, collection, latest)
-            return result
-        except DOCUMENT_ERRORS:
-            pass  # rolled back to the savepoint: find the documents at fault
-        for doc in latest:
-            try:
-                with conn.transaction():
-                    result.chunks += _write_batch(conn, collection, [doc])
-            except DOCUMENT_ERRORS as exc:
-                result.refused[doc.doc_id] = refusal(exc)
+            with conn.transaction():
+                result.chunks += _write_batch(conn, collection, [doc])
+        except DOCUMENT_ERRORS as exc:
+            result.refused[doc.doc_id] = refusal(exc)
     return result
 
 
@@ -308,6 +319,7 @@ def delete_documents(conn: psycopg.Connection, collection: Collection, doc_ids: 
             "DELETE FROM documents WHERE collection_id = %s AND doc_id = ANY(%s)",
             (collection.id, list(doc_ids)),
         )
+    term_stats.compact(conn, collection.id)
     return cur.rowcount
 
 
@@ -331,6 +343,7 @@ def drop_collection(conn: psycopg.Connection, name: str) -> bool:
     if collection is None:
         return False
     with conn.transaction():
+        conn.execute("SET LOCAL ladder.term_stats = 'off'")  # its statistics go with it: not worth counting down
         conn.execute("DELETE FROM chunks WHERE collection_id = %s", (collection.id,))
         conn.execute("DELETE FROM collections WHERE id = %s", (collection.id,))
         conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(collection.hnsw_index)))
@@ -345,6 +358,9 @@ def delete_documents_outside(conn: psycopg.Connection, name: str, root: str) -> 
             " AND NOT starts_with(d.source, %s)",
             (name, root.rstrip("/") + "/"),
         )
+    collection = get_collection(conn, name)
+    if collection is not None:
+        term_stats.compact(conn, collection.id)
     return cur.rowcount
 
 

@@ -64,6 +64,27 @@ def test_ingest_then_search_json(embedded_db: Database, corpus: Path) -> None:
     assert again.returncode == 1 and "no collection named 'cli'" in again.stderr
 
 
+def test_collection_statistics_are_checked_and_rebuilt(embedded_db: Database, corpus: Path) -> None:
+    env = {"LADDER_DATA_DIR": str(embedded_db.embedded.root)}
+    assert ladder("ingest", str(corpus), "--collection", "cli-stats", env=env).returncode == 0
+    shown = ladder("collections", "stats", "cli-stats", "--check", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert report["exact"] and report["chunks"] == 2 and report["lexemes"] > 5 and report["pending_deltas"] == 0
+    with embedded_db.connection() as conn:
+        conn.execute(
+            "UPDATE term_stats SET df = df + 3 WHERE lexeme = 'browser'"
+            " AND collection_id = (SELECT id FROM collections WHERE name = 'cli-stats')"
+        )
+    doubted = ladder("collections", "stats", "cli-stats", "--check", env=env)
+    assert doubted.returncode == 1 and "'browser': stored 4, recounted 1" in doubted.stdout
+    assert "--rebuild" in doubted.stderr
+    rebuilt = ladder("collections", "stats", "cli-stats", "--rebuild", "--check", env=env)
+    assert rebuilt.returncode == 0 and "check: exact" in rebuilt.stdout, rebuilt.stdout + rebuilt.stderr
+    missing = ladder("collections", "stats", "no-such", env=env)
+    assert missing.returncode == 1 and "no collection named 'no-such'" in missing.stderr
+
+
 def test_database_url_path(url_server: str, corpus: Path, tmp_path: Path) -> None:
     env = {"DATABASE_URL": url_server, "LADDER_DATA_DIR": str(tmp_path / "never-used")}
     done = ladder("ingest", str(corpus), "-c", "by-url", "--json", env=env)

@@ -298,6 +298,36 @@ def bench_factcheck(
     run(body)
 
 
+def bench_scale(
+    chunks: Annotated[
+        int, typer.Option(min=1_000, max=20_000_000, help="Synthetic chunks in the collection.")
+    ] = 1_000_000,
+    queries: Annotated[int, typer.Option(min=2, max=2_000, help="Questions timed (half short, half long).")] = 200,
+    baseline_queries: Annotated[
+        int, typer.Option(min=0, max=2_000, help="Of those, timed on the query-time BM25 baseline too (slow at scale).")
+    ] = 40,
+    maintenance_work_mem: Annotated[str, typer.Option(help="Memory for the HNSW build.")] = "4GB",
+    cisi: Annotated[bool, typer.Option("--cisi/--no-cisi", help="Also nDCG@10 on CISI with both scorings.")] = True,
+    keep: Annotated[bool, typer.Option(help="Keep the collection (bench-scale) afterwards.")] = False,
+    reuse: Annotated[
+        bool, typer.Option(help="Time the collection a --keep run of the same size left, instead of building it.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (progress goes to stderr).")] = False,
+) -> None:
+    """Search at a million chunks: hybrid, keyword and dense latency, dense recall, keyword agreement with bm25s,
+    ingest and index build, database size; the keyword figures beside the query-time BM25 it replaced."""
+    from evals.bench.scale import ScaleOptions, format_scale_report, run_scale_benchmark
+
+    options = ScaleOptions(chunks, queries, baseline_queries, maintenance_work_mem, cisi, keep, reuse)
+
+    def body() -> None:
+        settings = load_settings(maintenance_work_mem=maintenance_work_mem)
+        figures = run_scale_benchmark(settings, options, lambda line: err.print(line, highlight=False, markup=False))
+        print(json.dumps(figures, indent=1) if as_json else format_scale_report(figures))
+
+    run(body)
+
+
 def _print_cli_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 

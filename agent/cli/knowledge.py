@@ -188,6 +188,56 @@ def collections_describe(
     run(body)
 
 
+def collections_stats(
+    name: Annotated[str, typer.Argument(help="The collection.")],
+    check: Annotated[bool, typer.Option("--check", help="Compare with a full recount from the chunks.")] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Recount them from the chunks.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show the keyword search's statistics (kept at ingest); --check against a recount, --rebuild if in doubt."""
+
+    def body() -> None:
+        from knowledge import term_stats
+        from knowledge.db import Database
+        from knowledge.store import get_collection
+
+        with Database(load_settings().database_config()) as db, db.connection() as conn:
+            collection = get_collection(conn, name)
+            if collection is None:
+                err.print(f"error: no collection named {name!r}", style="red", highlight=False, markup=False)
+                raise typer.Exit(1)
+            rebuilt = term_stats.rebuild(conn, collection.id) if rebuild else None
+            term_stats.compact(conn, collection.id, wait=True)
+            summary = term_stats.summary(conn, collection.id)
+            found = term_stats.check(conn, collection.id) if check else None
+        report: dict[str, Any] = {"collection": name, **summary}
+        if rebuilt is not None:
+            report["rebuilt_lexemes"] = rebuilt
+        if found is not None:
+            report["differences"] = {k: list(v) for k, v in list(found.differences.items())[:20]}
+            report["exact"] = not found.differences
+        if as_json:
+            print(json.dumps(report, indent=2))
+        else:
+            out.print(
+                f"{name}: {summary['chunks']} chunks, {summary['lexemes']} distinct terms,"
+                f" {summary['avg_tokens']:.1f} tokens per chunk on average, {summary['pending_deltas']} pending deltas"
+                + (f"; rebuilt ({rebuilt} terms)" if rebuilt is not None else ""),
+                highlight=False,
+                markup=False,
+            )
+            if found is not None:
+                verdict = "exact (equal to a full recount)" if not found.differences else "DIFFERENT from a recount"
+                out.print(f"check: {verdict}", highlight=False, markup=False)
+                for lexeme, (stored, counted) in list(found.differences.items())[:20]:
+                    out.print(f"  {lexeme!r}: stored {stored}, recounted {counted}", highlight=False, markup=False)
+        if found is not None and found.differences:
+            err.print(f"run `ladder collections stats {name} --rebuild` to recount", highlight=False, markup=False)
+            raise typer.Exit(1)
+
+    run(body)
+
+
 def collections_drop(
     name: Annotated[str, typer.Argument(help="The collection to delete.")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,

@@ -127,6 +127,7 @@ class Settings(BaseSettings):
     hybrid_candidates: int = Field(default=50, ge=1, le=10_000)
     hnsw_ef_search: int = Field(default=128, ge=1, le=1000)
     keyword_scoring: Literal["bm25", "ts_rank_cd"] = "bm25"
+    keyword_budget: int = Field(default=2_000, ge=0, le=100_000_000)  # chunks scored per keyword search; 0: exact
     title_weight: float = Field(default=1.0, ge=0, le=1)
     heading_weight: float = Field(default=0.5, ge=0, le=1)
     recency_half_life_days: float | None = Field(default=None, gt=0)
@@ -199,6 +200,7 @@ class Settings(BaseSettings):
             candidates=self.hybrid_candidates,
             ef_search=self.hnsw_ef_search,
             keyword_scoring=self.keyword_scoring,
+            keyword_budget=self.keyword_budget,
             title_weight=self.title_weight,
             heading_weight=self.heading_weight,
             recency_half_life_days=self.recency_half_life_days,

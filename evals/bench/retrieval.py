@@ -380,7 +380,7 @@ def _benchmark_embeddings(kb: KnowledgeBase) -> np.ndarray:
                 np.asarray(r[0].to_numpy(), dtype=np.float32)
                 for r in conn.execute(
                     "SELECT c.embedding FROM chunks c JOIN collections k ON k.id = c.collection_id"
-                    " WHERE k.name LIKE 'bench-%%' AND k.name <> 'bench-hnsw'"
+                    " WHERE k.name IN ('bench-cisi', 'bench-pubmedqa')"
                 )
             ]
         )
