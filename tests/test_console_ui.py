@@ -98,7 +98,7 @@ def _log_in(browser: Any, url: str, name: str) -> Any:
     return page
 
 
-def _ask_and_dislike(page: Any) -> None:
+def _ask_and_dislike(page: Any, comment: str) -> None:
     from playwright.sync_api import expect
 
     page.locator("#msg textarea").fill(QUESTION)
@@ -106,7 +106,7 @@ def _ask_and_dislike(page: Any) -> None:
     expect(page.locator("#chat")).to_contain_text("Fact number 2 is stated", timeout=60_000)
     expect(page.locator('#chat button[aria-label="Retry"]').last).to_be_enabled(timeout=60_000)
     page.locator('#chat button[aria-label="Dislike"]').last.click()
-    page.locator("#feedback_text textarea").fill("The warehouse is wrong.")
+    page.locator("#feedback_text textarea").fill(comment)
     page.locator("#feedback_send").click()
     expect(page.locator("#notice")).to_contain_text("comment is stored", timeout=30_000)
 
@@ -197,10 +197,11 @@ def test_a_thumbs_down_is_reviewed_into_a_named_set(served: Any) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     set_name = f"golden-{served.tag}"
+    comment = f"The warehouse is wrong ({served.tag})."  # other tests' turns share the queue
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
-            _ask_and_dislike(_log_in(browser, served.url, served.ann))
+            _ask_and_dislike(_log_in(browser, served.url, served.ann), comment)
             page = _log_in(browser, served.url, served.op)
             expect(page.locator("#console_link")).to_be_visible(timeout=30_000)
             page.goto(served.url + "console", wait_until="load")
@@ -211,8 +212,8 @@ def test_a_thumbs_down_is_reviewed_into_a_named_set(served: Any) -> None:
 
             page.get_by_role("tab", name="Review queue").click()
             queue = page.locator("#queue_table")
-            expect(queue).to_contain_text("The warehouse is wrong.", timeout=20_000)
-            _cell(page, "#queue_table", "The warehouse is wrong.").click()
+            expect(queue).to_contain_text(comment, timeout=20_000)
+            _cell(page, "#queue_table", comment).click()
             expect(page.locator("#review_question textarea")).to_have_value(QUESTION, timeout=20_000)
             page.locator("#review_reference textarea").fill(REFERENCE)
             boxes = page.locator("#review_passages input[type=checkbox]")
@@ -224,7 +225,7 @@ def test_a_thumbs_down_is_reviewed_into_a_named_set(served: Any) -> None:
             expect(page.locator("#review_notice")).to_contain_text(
                 f"Accepted into {set_name}, now version 1", timeout=30_000
             )
-            expect(queue).not_to_contain_text("The warehouse is wrong.")
+            expect(queue).not_to_contain_text(comment)
             expect(page.locator("#sets_table")).to_contain_text(set_name, timeout=30_000)
 
             page.get_by_role("tab", name="Knowledge").click()

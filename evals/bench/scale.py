@@ -43,7 +43,7 @@ from knowledge import term_stats
 from knowledge.base import KnowledgeBase
 from knowledge.bm25 import TEXT_SEARCH_CONFIG, query_lexemes
 from knowledge.chunking import Chunk
-from knowledge.search import Searcher, SearchRequest
+from knowledge.search import SearchConfig, Searcher, SearchRequest
 from knowledge.store import (
     Collection,
     DocumentWrite,
@@ -424,41 +424,20 @@ def run_scale_benchmark(settings: Settings, options: ScaleOptions, say: Callable
         say(f"embedding real passages to mix {options.chunks:,} vectors from")
         base = _real_embeddings(kb, sentences, max(100, options.chunks // 80))
         vectors = _synthetic_vectors(base, options.chunks)
-        texts = _synthetic_texts(sentences, options.chunks)
         built = _reusable(kb, settings, options)
         if built is None:
-            built = _build(kb, settings, options, vectors, texts, say)
-        collection, first_id = built["collection"], built["first_id"]
-
+            built = _build(kb, settings, options, vectors, _synthetic_texts(sentences, options.chunks), say)
         short, long = _questions(options.queries)
-        say(f"timing dense search ({len(short) + len(long)} questions)")
-        query_vectors = kb.embedder.embed(short + long)
-        truth = np.argsort(-(query_vectors @ vectors.T), axis=1)[:, :10] + first_id
-        default_ef = kb.searcher.config.ef_search
-        by_ef: dict[int, dict[str, float]] = {}
-        for ef in sorted({default_ef, 2 * default_ef, 4 * default_ef}):
-            ms, recall_at = _time_dense(kb, collection, truth, query_vectors, ef)
-            by_ef[ef] = {"recall_at_10": recall_at, "p50_ms": _pct(ms, 50), "p95_ms": _pct(ms, 95)}
-            if ef == default_ef:
-                dense_ms, recall = ms, recall_at
+        dense = _dense_figures(kb, built, vectors, short + long, say)
         for question in (short + long)[:5]:  # warm the caches both scorers read
             kb.searcher.search(SearchRequest(query=question, collection=NAME, k=10, mode="hybrid"))
         say(
             f"timing keyword and hybrid search: {len(short)} short and {len(long)} long questions"
             f" ({options.baseline_queries} of them on the baseline too)"
         )
-        timings, top10 = _time_queries(kb, searchers, collection, short, long, options.baseline_queries)
-
+        timings, top10 = _time_queries(kb, searchers, built["collection"], short, long, options.baseline_queries)
         say("indexing the same chunks' tokens with bm25s")
-        with kb.db.connection() as conn:
-            retriever, ids, vocab = _bm25s_index(conn, collection)
-            position = {chunk_id: i for i, chunk_id in enumerate(ids)}
-            agreement: dict[str, list[tuple[float, float]]] = {name: [] for name in searchers}
-            for name, per_question in top10.items():
-                for question, ours in per_question.items():
-                    agreement[name].append(_agreement(retriever, position, vocab, query_lexemes(conn, question), ours))
-        del retriever
-
+        agreement = _bm25s_agreement(kb, built["collection"], top10)
         cisi = {}
         if options.cisi:
             say("nDCG@10 on CISI with both scorings")
@@ -466,26 +445,74 @@ def run_scale_benchmark(settings: Settings, options: ScaleOptions, say: Callable
         if not options.keep:
             with kb.db.connection() as conn:
                 drop_collection(conn, NAME)
+        config = kb.searcher.config
+    return _report(options, built, dense, timings, agreement, cisi, config)
 
-    def figures(name: str) -> dict[str, Any]:
-        tied = [a for a, _ in agreement[name]]
-        strict = [b for _, b in agreement[name]]
+
+def _dense_figures(
+    kb: KnowledgeBase, built: dict[str, Any], vectors: np.ndarray, questions: list[str], say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Dense recall@10 against an exact scan and latency at the default ef_search and two wider ones."""
+    say(f"timing dense search ({len(questions)} questions)")
+    query_vectors = kb.embedder.embed(questions)
+    truth = np.argsort(-(query_vectors @ vectors.T), axis=1)[:, :10] + built["first_id"]
+    default_ef = kb.searcher.config.ef_search
+    by_ef: dict[int, dict[str, float]] = {}
+    figures: dict[str, Any] = {}
+    for ef in sorted({default_ef, 2 * default_ef, 4 * default_ef}):
+        ms, recall_at = _time_dense(kb, built["collection"], truth, query_vectors, ef)
+        by_ef[ef] = {"recall_at_10": recall_at, "p50_ms": _pct(ms, 50), "p95_ms": _pct(ms, 95)}
+        if ef == default_ef:
+            figures = {"dense_p50_ms": _pct(ms, 50), "dense_p95_ms": _pct(ms, 95), "dense_recall_at_10": recall_at}
+    return {**figures, "dense_by_ef_search": by_ef}
+
+
+def _bm25s_agreement(
+    kb: KnowledgeBase, collection: Collection, top10: dict[str, dict[str, list[int]]]
+) -> dict[str, list[tuple[float, float]]]:
+    """Each scorer's top 10 against bm25s over the same chunks' tokens, per question."""
+    with kb.db.connection() as conn:
+        retriever, ids, vocab = _bm25s_index(conn, collection)
+        position = {chunk_id: i for i, chunk_id in enumerate(ids)}
         return {
-            "hybrid_p50_ms_short": timings.p(f"{name}.hybrid.short", 50),
-            "hybrid_p95_ms_short": timings.p(f"{name}.hybrid.short", 95),
-            "hybrid_p50_ms_long": timings.p(f"{name}.hybrid.long", 50),
-            "hybrid_p95_ms_long": timings.p(f"{name}.hybrid.long", 95),
-            "keyword_p50_ms_short": timings.p(f"{name}.keyword.short", 50),
-            "keyword_p95_ms_short": timings.p(f"{name}.keyword.short", 95),
-            "keyword_p50_ms_long": timings.p(f"{name}.keyword.long", 50),
-            "keyword_p95_ms_long": timings.p(f"{name}.keyword.long", 95),
-            "keyword_top10_overlap": float(np.mean(tied)) if tied else None,
-            "keyword_top10_same_ids": float(np.mean(strict)) if strict else None,
-            "questions": {k.split(".")[-1]: len(v) for k, v in timings.ms.items() if k.startswith(f"{name}.keyword")},
-            "cisi": {k.split(".", 1)[1]: v for k, v in cisi.items() if k.startswith(f"{name}.")},
+            name: [
+                _agreement(retriever, position, vocab, query_lexemes(conn, question), ours)
+                for question, ours in per_question.items()
+            ]
+            for name, per_question in top10.items()
         }
 
-    today, baseline = figures("today"), figures("baseline")
+
+def _scorer_figures(name: str, timings: _Timings, agreement: dict[str, list[tuple[float, float]]], cisi: dict) -> dict:
+    """One scorer's latency percentiles, agreement with bm25s and CISI figures."""
+    tied = [a for a, _ in agreement[name]]
+    strict = [b for _, b in agreement[name]]
+    latency = {
+        f"{mode}_p{q}_ms_{kind}": timings.p(f"{name}.{mode}.{kind}", q)
+        for mode in ("hybrid", "keyword")
+        for kind in ("short", "long")
+        for q in (50, 95)
+    }
+    return {
+        **latency,
+        "keyword_top10_overlap": float(np.mean(tied)) if tied else None,
+        "keyword_top10_same_ids": float(np.mean(strict)) if strict else None,
+        "questions": {k.split(".")[-1]: len(v) for k, v in timings.ms.items() if k.startswith(f"{name}.keyword")},
+        "cisi": {k.split(".", 1)[1]: v for k, v in cisi.items() if k.startswith(f"{name}.")},
+    }
+
+
+def _report(
+    options: ScaleOptions,
+    built: dict[str, Any],
+    dense: dict[str, Any],
+    timings: _Timings,
+    agreement: dict[str, list[tuple[float, float]]],
+    cisi: dict,
+    config: SearchConfig,
+) -> dict[str, Any]:
+    """The JSON object `ladder bench scale --json` prints: today's figures, the baseline's, and their ratios."""
+    today, baseline = (_scorer_figures(name, timings, agreement, cisi) for name in ("today", "baseline"))
     baseline["ingest_chunks_per_s"] = built["ingest_sample"]["without_stats_chunks_per_s"]
     ratios = {
         key: baseline[key] / today[key]
@@ -495,18 +522,15 @@ def run_scale_benchmark(settings: Settings, options: ScaleOptions, say: Callable
     return {
         "chunks": options.chunks,
         **{k: v for k, v in today.items() if k not in ("questions", "cisi")},
-        "dense_p50_ms": float(np.percentile(dense_ms, 50)),
-        "dense_p95_ms": float(np.percentile(dense_ms, 95)),
-        "dense_recall_at_10": recall,
-        "ef_search": kb.searcher.config.ef_search,
-        "dense_by_ef_search": by_ef,
+        **dense,
+        "ef_search": config.ef_search,
         "ingest_chunks_per_s": built["ingest_rate"],
         "ingest_sample": built["ingest_sample"],
         "index_build_s": built["build_s"],
         "db_size_mb": built["db_mb"],
         "term_stats": built["stats"],
         "reused_build": built["reused"],
-        "keyword_budget": kb.searcher.config.keyword_budget,
+        "keyword_budget": config.keyword_budget,
         "questions": today["questions"],
         "cisi": today["cisi"],
         "baseline": baseline,
