@@ -8,6 +8,7 @@ appended to every question (PubMedQA: begin with yes, no or maybe).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +18,8 @@ from evals.datasets import RetrievalDataset, load_cisi, load_fanoutqa, read_pubm
 from knowledge.errors import LadderError
 
 FIELDS = ("id", "question", "reference_answer", "reference_contexts", "reference_doc_ids", "label")
-BUILT_IN = ("pubmedqa", "cisi", "fanoutqa", "sql-eval")
+BUILT_IN = ("pubmedqa", "pubmedqa-train", "pubmedqa-heldout", "cisi", "fanoutqa", "sql-eval")
+PUBMEDQA_HELDOUT = 100  # questions kept out of fine-tuning (pubmedqa-heldout); the other 400 are pubmedqa-train
 
 
 class EvalSetError(LadderError, ValueError):
@@ -132,6 +134,17 @@ def pubmedqa_set(path: Path | None = None) -> EvalSet:
     )
 
 
+def pubmedqa_part(part: str, path: Path | None = None) -> EvalSet:
+    """PubMedQA split for fine-tuning: ``heldout`` (100 questions) or ``train`` (the other 400), no
+    question in both; fixed by a hash of each PubMed id, so every run and machine splits alike. Both
+    keep all 500 abstracts as documents: retrieval searches the same collection either way."""
+    whole = pubmedqa_set(path)
+    ranked = sorted(whole.examples, key=lambda e: hashlib.sha256(f"pubmedqa-split:{e.id}".encode()).hexdigest())
+    held = {e.id for e in ranked[:PUBMEDQA_HELDOUT]}
+    chosen = [e for e in whole.examples if (e.id in held) == (part == "heldout")]
+    return EvalSet(f"pubmedqa-{part}", chosen, whole.documents, whole.instruction, whole.labels)
+
+
 def cisi_set() -> EvalSet:
     """CISI: 1460 library-science abstracts and 76 queries with their relevant abstracts (retrieval only)."""
     data = load_cisi()
@@ -190,6 +203,8 @@ def load_eval_set(name: str) -> EvalSet:
     """A built-in set by name (pubmedqa, fanoutqa, sql-eval) or a JSONL file by path."""
     if name == "pubmedqa":
         return pubmedqa_set()
+    if name in ("pubmedqa-train", "pubmedqa-heldout"):
+        return pubmedqa_part(name.removeprefix("pubmedqa-"))
     if name == "cisi":
         return cisi_set()
     if name == "fanoutqa":

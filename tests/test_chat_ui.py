@@ -246,3 +246,47 @@ def test_turn_view_and_feedback_lookup() -> None:
     history = [{"role": "user", "content": "q"}, *final]
     assert turn_id_of(history, 1) == "t1" and turn_id_of(history, len(history) - 1) == "t1"
     assert turn_id_of([{"role": "user", "content": "q"}], 0) is None
+
+
+def test_the_model_picker_answers_on_the_adapter_and_logs_its_name(chat: Chat, tmp_path: Any) -> None:
+    """An adapter trained for the embedded model is offered; a turn on it is answered (and logged) by it."""
+    from contextlib import contextmanager
+
+    from agent.chat.models import ModelChoices
+    from agent.models.endpoint import ChatEndpoint
+
+    base_name = "qwen2.5-coder-0.5b-instruct"
+    folder = tmp_path / "adapters" / "tuned"
+    folder.mkdir(parents=True)
+    (folder / "adapter.gguf").write_bytes(b"checked when it is served")
+    (folder / "card.json").write_text(json.dumps({"name": "tuned", "base_model": base_name}))
+    (tmp_path / "adapters" / "other").mkdir()
+    (tmp_path / "adapters" / "other" / "adapter.gguf").write_bytes(b"")
+    (tmp_path / "adapters" / "other" / "card.json").write_text(json.dumps({"base_model": "another-model"}))
+    settings = chat.agent.settings.model_copy(update={"data_dir": tmp_path, "local_model": base_name})
+    client, checkpointer = chat.agent.endpoint.client, chat.agent.graph.checkpointer
+    base = Agent(settings, chat.agent.kb, ChatEndpoint(client, base_name, embedded=True), checkpointer)
+    opened: list[str] = []
+
+    @contextmanager
+    def open_adapter(name: str) -> Iterator[Agent]:
+        opened.append(name)
+        yield Agent(settings, chat.agent.kb, ChatEndpoint(client, f"{base_name}+{name}", embedded=True), checkpointer)
+
+    models = ModelChoices(base, open_adapter)
+    assert models.names() == [base_name, f"{base_name}+tuned"]  # not the adapter trained for another model
+    handlers = ChatHandlers(ChatServices(base, base_name, models=models))
+    for _ in range(2):
+        *_, (history, _, _) = handlers.respond(
+            "How long do refunds take?", [], None, chat.collection, "", ["retrieval"], model=f"{base_name}+tuned"
+        )
+    assert opened == ["tuned"]  # started once, then reused
+    turn_id = turn_id_of(history, len(history) - 1)
+    with chat.agent.kb.db.connection() as conn:
+        logged = conn.execute("SELECT model FROM turns WHERE turn_id = %s", (turn_id,)).fetchone()
+    assert logged == (f"{base_name}+tuned",)
+    *_, (history, _, _) = handlers.respond(
+        "How long do refunds take?", [], None, chat.collection, "", [], model=f"{base_name}+other"
+    )
+    assert "no model 'qwen2.5-coder-0.5b-instruct+other' here" in history[-1]["content"]
+    models.close()

@@ -196,3 +196,13 @@ def test_chunk_sweep(kb: KnowledgeBase) -> None:
     assert all(r["recall@10"] == 1.0 for r in rows)  # three documents: each is found at any size
     with pytest.raises(ValueError, match="needs documents"):
         sweep_chunks(Settings(data_dir=kb.db.embedded.root), kb, EvalSet("bare", EXAMPLES), [64])
+
+
+def test_label_format_wants_the_label_first_then_the_reasons() -> None:
+    from evals.ladder.rag_metrics import label_format
+
+    assert label_format("Yes. The trial found fewer relapses [1].") == 1.0
+    assert label_format("**No** - the cohort was too small to tell.") == 1.0
+    assert label_format("Yes.") == 0.0 and label_format("Yes [3].") == 0.0  # a label without reasons
+    assert label_format("The answer is yes, because it works.") == 0.0  # the label not first
+    assert label_format("Maybe", ()) == 0.0

@@ -65,6 +65,7 @@ class _Page:
     ingest_button: Any
     ingest_report: Any
     load_button: Any
+    model: Any  # the model picker (hidden when there is only one model)
 
 
 def build_app(services: ChatServices) -> gr.Blocks:
@@ -82,6 +83,18 @@ def build_app(services: ChatServices) -> gr.Blocks:
     add_console(app, handlers)  # the operator's console at /console (agent/chat/console/)
     app.queue(default_concurrency_limit=services.settings.ui_concurrency)
     return app
+
+
+def _model_picker(services: ChatServices) -> Any:
+    """The embedded model and its adapters (hidden when there is only the one model)."""
+    names = services.model_names()
+    return gr.Dropdown(
+        names,
+        value=services.model_name,
+        label="Model (an adapter from ladder finetune local)",
+        elem_id="model_choice",
+        visible=len(names) > 1,
+    )
 
 
 def _layout(services: ChatServices, handlers: ChatHandlers) -> _Page:
@@ -108,6 +121,7 @@ def _layout(services: ChatServices, handlers: ChatHandlers) -> _Page:
             notice = gr.Markdown(elem_id="notice")
         with gr.Column(scale=1, min_width=260):
             gr.Markdown(f"**Model:** `{services.model_name}`", elem_id="model_name")
+            model = _model_picker(services)
             collection = gr.Dropdown(
                 handlers.collections(), value=settings.collection, label="Collection", allow_custom_value=True
             )
@@ -138,6 +152,7 @@ def _layout(services: ChatServices, handlers: ChatHandlers) -> _Page:
         ingest_button,
         ingest_report,
         load_button,
+        model,
     )
 
 
@@ -158,17 +173,18 @@ def _switch_boxes(settings: Any) -> dict[str, Any]:
 def _wire(app: gr.Blocks, page: _Page, handlers: ChatHandlers) -> None:
     p = page
     boxes = list(p.switches.values())
-    choices = {p.collection, p.database, *boxes}
+    choices = {p.collection, p.database, p.model, *boxes}
 
     def switches_of(values: dict[Any, Any]) -> list[str]:
         return [name for name, box in p.switches.items() if values[box]]
 
     def take_question(values: dict[Any, Any], request: gr.Request) -> tuple[str, str]:
-        return handlers.enqueue(values[p.box], values[p.collection], values[p.database], switches_of(values), request)
+        chosen = values[p.collection], values[p.database], switches_of(values)
+        return handlers.enqueue(values[p.box], *chosen, request, model=values[p.model])
 
     def ask_again(values: dict[Any, Any], evt: gr.RetryData, request: gr.Request) -> Any:
         chosen = values[p.collection], values[p.database], switches_of(values)
-        yield from handlers.retry(values[p.chat], values[p.browser], *chosen, evt, request)
+        yield from handlers.retry(values[p.chat], values[p.browser], *chosen, evt, request, model=values[p.model])
 
     def keep_choices(values: dict[Any, Any]) -> dict[str, Any]:
         return handlers.save_choices(values[p.collection], values[p.database], switches_of(values))

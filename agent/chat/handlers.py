@@ -22,6 +22,7 @@ from typing import Any
 import gradio as gr
 
 from agent.chat.auth import bearer_token
+from agent.chat.models import ModelChoices
 from agent.chat.view import (
     TurnView,
     answer_message,
@@ -57,10 +58,20 @@ class ChatServices:
     model_name: str
     database: str | None = None  # picked when the page opens
     login: bool = False  # users exist: the chat asks for a login, MCP/API callers for a bearer token
+    models: ModelChoices | None = None  # the picker's models (the embedded one and its adapters)
 
     @property
     def settings(self) -> Any:
         return self.agent.settings
+
+    def model_names(self) -> list[str]:
+        return self.models.names() if self.models else [self.model_name]
+
+    def agent_for(self, model: str | None) -> Agent:
+        """The agent that answers on the picked model (the chat's own for none)."""
+        if self.models is None or not model or model == self.model_name:
+            return self.agent
+        return self.models.agent(model)
 
 
 def browser_secret(data_dir: Path) -> str:
@@ -204,6 +215,7 @@ class ChatHandlers:
         database: str,
         switches: list[str],
         request: gr.Request | None = None,
+        model: str = "",
     ) -> Iterator[tuple[list[dict[str, Any]], str, dict[str, Any]]]:
         """Stream one turn: the question, then each step and the answer as they happen."""
         state = _thread_state(state)
@@ -211,16 +223,18 @@ class ChatHandlers:
         if not question:
             yield list(history or []), "", state
             return
-        for shown in self._turn(self.asked(question, collection, database, switches), history or [], state, request):
+        asked = self.asked(question, collection, database, switches, model)
+        for shown in self._turn(asked, history or [], state, request):
             yield shown, "", state
 
-    def asked(self, question: str, collection: str, database: str, switches: list[str]) -> Asked:
+    def asked(self, question: str, collection: str, database: str, switches: list[str], model: str = "") -> Asked:
         """A question with the side panel's choices (the default collection when none is picked)."""
         return Asked(
             question,
             collection or self.services.settings.collection,
             None if database in ("", NO_DATABASE, None) else database,
             {name: name in (switches or []) for name in SWITCHES},
+            model or None,
         )
 
     def _turn(
@@ -248,20 +262,31 @@ class ChatHandlers:
             face="ui",
             user=user,
         )
-        for messages in TurnRun(self.agent, turn).stream(watch):
+        try:
+            agent = self.services.agent_for(asked.model)
+        except ValueError as exc:
+            yield [*history, error_message(str(exc))]
+            return
+        for messages in TurnRun(agent, turn).stream(watch):
             yield history + messages
 
     # -- questions asked while a turn runs ---------------------------------------------------------
 
     def enqueue(
-        self, message: str, collection: str, database: str, switches: list[str], request: gr.Request | None = None
+        self,
+        message: str,
+        collection: str,
+        database: str,
+        switches: list[str],
+        request: gr.Request | None = None,
+        model: str = "",
     ) -> tuple[str, str]:
         """Take a question from the box (the box and a notice come back): it is asked at once, or
         after the session's running turn; an empty question or a full queue is said, the text kept."""
         question = (message or "").strip()
         if not question:
             return message or "", "Type a question first."
-        if not self.waiting.add(session_key(request), self.asked(question, collection, database, switches)):
+        if not self.waiting.add(session_key(request), self.asked(question, collection, database, switches, model)):
             return message, (
                 f"{MAX_WAITING} questions are already waiting for the answer above: "
                 "send this one when one of them has been answered."
@@ -300,9 +325,10 @@ class ChatHandlers:
         switches: list[str],
         evt: gr.RetryData,
         request: gr.Request | None = None,
+        model: str = "",
     ) -> Iterator[tuple[Any, Any]]:
         """Ask the last question again (a new turn in the same thread), ahead of any waiting question."""
-        asked = self.asked(question_of(evt.value), collection, database, switches)
+        asked = self.asked(question_of(evt.value), collection, database, switches, model)
         if not self.waiting.add(session_key(request), asked, first=True):
             yield gr.skip(), gr.skip()
             return

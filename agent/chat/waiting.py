@@ -23,6 +23,7 @@ class Asked:
     collection: str
     database: str | None
     switches: dict[str, bool]
+    model: str | None = None  # the picker's model (None: the chat's own)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -58,8 +58,13 @@ def serve_chat(
     warning = check_bind(bind, login=login, no_login=no_login)
     if warning:
         err.print(warning, style="bold red", highlight=False, markup=False)
-    with open_agent(settings) as agent:
-        services = ChatServices(agent, agent.model, database, login=login)
+    from agent.chat.models import ModelChoices
+
+    def with_adapter(name: str) -> Any:  # the picker's adapters, each on its own embedded server
+        return open_agent(settings.model_copy(update={"chat_adapter": name}), kb=agent.kb)
+
+    with open_agent(settings) as agent, ModelChoices(agent, with_adapter) as models:
+        services = ChatServices(agent, agent.model, database, login=login, models=models)
         app = build_app(services)
         port = port or settings.ui_port
         out.print(
@@ -162,6 +167,9 @@ def ask(
     thread: Annotated[str | None, typer.Option(help="Continue this conversation thread.")] = None,
     db: Annotated[str | None, typer.Option("--db", help="A registered database for questions about data.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
+    adapter: Annotated[
+        str | None, typer.Option(help="Serve the embedded model with this LoRA adapter (ladder finetune local).")
+    ] = None,
 ) -> None:
     """Answer a question from the knowledge base, with citations and a fact-check per claim."""
     from agent.core.context import SwitchError, parse_switch
@@ -176,6 +184,8 @@ def ask(
         from agent.core.turn import TurnRequest
 
         settings = load_settings()
+        if adapter:
+            settings = settings.model_copy(update={"chat_adapter": adapter})
         printer = EventPrinter()
         with open_agent(settings) as agent:
             request = TurnRequest(question, collection or settings.collection, thread, overrides, db, face="cli")

@@ -19,7 +19,10 @@ def eval_run(
     ],
     ladder: Annotated[
         str,
-        typer.Option(help="Rungs, in order: baseline,+fewshot,+retrieval,+hybrid,+hyde,+rerank,+decompose,+factcheck"),
+        typer.Option(
+            help="Rungs, in order: baseline,+fewshot,+retrieval,+hybrid,+hyde,+rerank,+decompose,+factcheck,"
+            "+finetune (with --adapter)"
+        ),
     ] = "baseline,+fewshot,+retrieval,+hybrid,+hyde,+rerank,+decompose,+factcheck",
     model: Annotated[str | None, typer.Option(help="Chat model (default: the configured one).")] = None,
     judge: Annotated[str | None, typer.Option(help="Judge model for the LLM metrics (default: none).")] = None,
@@ -28,6 +31,7 @@ def eval_run(
     collection: Annotated[str | None, typer.Option("--collection", "-c", help="Ask this collection.")] = None,
     resume: Annotated[int | None, typer.Option(help="Finish this run (after a crash).")] = None,
     version: Annotated[int | None, typer.Option(min=1, help="The named set's version (as set:NAME@V).")] = None,
+    adapter: Annotated[str | None, typer.Option(help="The LoRA adapter the +finetune rung serves.")] = None,
 ) -> None:
     """Answer the eval set at every rung of the ladder, scoring and storing each answer (resumable)."""
 
@@ -59,6 +63,7 @@ def eval_run(
                 collection=collection,
                 resume=resume,
                 progress=progress,
+                adapter=adapter,
             )
         out.print(f"run {run_id} done: ladder eval report {run_id}", highlight=False, markup=False)
 
@@ -122,6 +127,7 @@ def _ladder_table(run_id: int, found: dict[str, Any], summary: list[dict[str, An
     for name in metrics:
         table.add_row(name, *(_metric_cell(s, name) for s in summary))
     table.add_row("tokens/answer", *(f"{s['tokens']:.0f}" for s in summary))
+    table.add_row("prompt tokens/answer", *(f"{s['prompt_tokens']:.0f}" for s in summary))
     table.add_row("cost/answer $", *(f"{s['cost_usd']:.4f}" for s in summary))
     table.add_row("s/answer", *(f"{s['seconds']:.1f}" for s in summary))
     table.add_row("errors", *(str(s["errors"]) for s in summary))

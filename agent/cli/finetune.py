@@ -10,7 +10,10 @@ import typer
 
 from agent.cli.common import err, load_settings, out, run
 
-finetune_app = typer.Typer(help="Fine-tune on the exported data (OpenAI's fine-tuning API).", no_args_is_help=True)
+finetune_app = typer.Typer(
+    help="Fine-tune on the exported data: a LoRA adapter for the embedded model here, or OpenAI's fine-tuning API.",
+    no_args_is_help=True,
+)
 
 
 @finetune_app.command("check")
@@ -146,6 +149,97 @@ def finetune_embeddings(
             highlight=False,
             markup=False,
         )
+
+    run(body)
+
+
+@finetune_app.command("local")
+def finetune_local_command(
+    data: Annotated[Path, typer.Argument(help="Chat JSONL, as `ladder export finetune` writes it.")],
+    name: Annotated[str, typer.Option(help="The adapter's name (LADDER_CHAT_ADAPTER=NAME serves it).")],
+    base: Annotated[str, typer.Option(help="The embedded model to adapt: 0.5b or 1.5b.")] = "0.5b",
+    epochs: Annotated[int, typer.Option(min=1, max=50)] = 2,
+    lr: Annotated[
+        float, typer.Option(min=1e-6, max=1e-2, help="Peak learning rate (warm-up, then linear decay).")
+    ] = 2e-4,
+    rank: Annotated[int, typer.Option(min=1, max=256, help="LoRA rank on the attention projections.")] = 16,
+    max_tokens: Annotated[int, typer.Option(min=64, max=8192, help="Longer examples are skipped.")] = 1024,
+    validation: Annotated[
+        Path | None, typer.Option(help="Held-out JSONL (default: FILE.validation.jsonl beside it, else 10% of FILE).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Start without asking after the time estimate.")] = False,
+) -> None:
+    """Train a LoRA adapter for the embedded model on CPU (loss on the assistant's turns only), with a
+    held-out loss, checkpoints (run it again to resume) and a loss curve; writes the adapter as GGUF."""
+
+    def body() -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from evals.finetune.local import LocalRun, finetune_local
+        from evals.finetune.local_train import LoraSettings
+
+        settings = load_settings()
+        lora = LoraSettings(epochs=epochs, lr=lr, rank=rank, alpha=2 * rank, max_tokens=max_tokens)
+        say = lambda line: err.print(line, highlight=False, markup=False)  # noqa: E731
+        ask = lambda seconds: yes or typer.confirm("start?", default=True, err=True)  # noqa: E731
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err, transient=False) as bar:
+            task = bar.add_task("training", total=None)
+
+            def progress(state: Any, total: int, loss: float | None) -> None:
+                done = state.epoch * (total // max(1, epochs)) + state.position
+                held = f" held-out {state.heldout_losses[-1][1]:.3f}" if state.heldout_losses else ""
+                last = f" loss {loss:.3f}" if loss is not None else ""
+                bar.update(task, total=total, completed=done, description=f"epoch {state.epoch + 1}{last}{held}")
+
+            card = finetune_local(
+                settings.data_dir, LocalRun(data, name, base, validation, lora), say=say, progress=progress, confirm=ask
+            )
+        print(json.dumps(card, indent=1, default=str))
+        out.print(
+            f"serve it: LADDER_CHAT_ADAPTER={name} (or ladder ask --adapter {name})", highlight=False, markup=False
+        )
+
+    run(body)
+
+
+@finetune_app.command("pubmedqa-data")
+def finetune_pubmedqa_data(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for pubmedqa-train.jsonl and its validation file.")],
+    count: Annotated[int, typer.Option(min=2, max=400, help="Training questions to use (of 400).")] = 200,
+) -> None:
+    """The measured case's data: PubMedQA's training part (never the 100 of pubmedqa-heldout) as the
+    draft prompts of the +retrieval rung, answered "yes/no/maybe, then the reasoning" with citations."""
+
+    def body() -> None:
+        from agent.core.assemble import open_knowledge_base
+        from evals.bench.finetune_pubmedqa import write_training_files
+
+        settings = load_settings()
+        with open_knowledge_base(settings) as kb:
+            print(json.dumps(write_training_files(kb, settings, out_dir, count=count), indent=1))
+
+    run(body)
+
+
+@finetune_app.command("adapters")
+def finetune_adapters(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The adapters trained here: name, base model, examples, held-out loss before and after."""
+
+    def body() -> None:
+        from agent.models.adapters import list_adapters
+
+        found = list_adapters(load_settings().data_dir)
+        if as_json:
+            print(json.dumps([{"name": a.name, **a.card} for a in found], default=str))
+            return
+        if not found:
+            out.print("no adapters yet: train one with ladder finetune local DATA.jsonl --name NAME", markup=False)
+        for a in found:
+            held = a.card.get("losses", {}).get("heldout") or []
+            change = f"held-out loss {held[0][1]:.3f} -> {held[-1][1]:.3f}" if len(held) > 1 else ""
+            examples = a.card.get("examples", {}).get("train")
+            out.print(f"{a.name}: {a.base_model}, {examples} examples, {change}", highlight=False, markup=False)
 
     run(body)
 

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     judge_model: str | None = None
     local_model: str = "qwen2.5-coder-1.5b-instruct"
     local_model_path: Path | None = None
+    chat_adapter: str | None = None  # a LoRA adapter from `ladder finetune local`, served on the embedded model
     llm_threads: int = Field(default=0, ge=0, le=256)
     llm_context_tokens: int = Field(default=4096, ge=512, le=131072)
     llm_timeout_s: float = Field(default=120.0, gt=0, le=86_400)

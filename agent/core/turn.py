@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 LOGGED_SETTINGS = (
     "chat_model",
     "local_model",
+    "chat_adapter",
     "embedding_model",
     "search_mode",
     "research_mode",

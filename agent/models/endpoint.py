@@ -17,7 +17,8 @@ from typing import Protocol
 from openai import OpenAI
 from pydantic import SecretStr
 
-from agent.models.local_server import LocalModelServer, resolve_model_file
+from agent.models.adapters import AdapterError, resolve_adapter
+from agent.models.local_server import KNOWN_MODELS, LocalModelServer, file_sha256, resolve_model_file
 from agent.models.queue import ModelQueue
 from knowledge.errors import LadderError
 
@@ -38,6 +39,8 @@ class EndpointSettings(Protocol):
     llm_max_retries: int
     llm_json_mode: str
     llm_queue_timeout_s: float
+    chat_adapter: str | None
+    data_dir: Path
 
 
 class ModelConfigError(LadderError, ValueError):
@@ -84,10 +87,29 @@ def remote_model_name(settings: EndpointSettings, model: str | None) -> str:
     )
 
 
+def _adapter_file(settings: EndpointSettings, base: str, model_file: Path) -> Path | None:
+    """The checked GGUF of ``settings.chat_adapter`` for the embedded ``base`` model, or None without one."""
+    if not settings.chat_adapter:
+        return None
+    known = KNOWN_MODELS.get(base)
+    sha256 = known.sha256 if known and settings.local_model_path is None else file_sha256(model_file)
+    try:
+        return resolve_adapter(
+            settings.data_dir, settings.chat_adapter, base_model=base, base_sha256=sha256, model_file=model_file
+        ).path
+    except AdapterError as exc:
+        raise ModelConfigError(f"LADDER_CHAT_ADAPTER: {exc}") from None
+
+
 @contextmanager
 def open_chat_endpoint(settings: EndpointSettings, model: str | None = None) -> Iterator[ChatEndpoint]:
     """A chat endpoint for ``model`` (default: the chat model); the embedded server stops on exit."""
     if endpoint_is_configured(settings):
+        if settings.chat_adapter:
+            raise ModelConfigError(
+                "LADDER_CHAT_ADAPTER serves an adapter on the embedded model; "
+                "OPENAI_BASE_URL or OPENAI_API_KEY is set, so Ladder talks to that endpoint instead: unset one"
+            )
         client = OpenAI(
             api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed",
             base_url=settings.openai_base_url,
@@ -97,12 +119,16 @@ def open_chat_endpoint(settings: EndpointSettings, model: str | None = None) -> 
         mode = "json_schema" if settings.llm_json_mode == "auto" else settings.llm_json_mode
         yield ChatEndpoint(client, remote_model_name(settings, model), False, str(client.base_url), mode)
         return
-    alias = model or settings.local_model
+    base = model or settings.local_model
+    model_file = resolve_model_file(base, settings.local_model_path)
+    lora = _adapter_file(settings, base, model_file)
+    alias = f"{base}+{settings.chat_adapter}" if lora else base  # the turn log and the chat name the adapter
     server = LocalModelServer(
-        resolve_model_file(alias, settings.local_model_path),
+        model_file,
         alias=alias,
         threads=local_threads(settings),
         context_tokens=settings.llm_context_tokens,
+        lora_path=lora,
     )
     base_url = server.start()
     try:

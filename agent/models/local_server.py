@@ -115,7 +115,7 @@ def assemble(
     if target.exists() and _stamp_matches(stamp, target, weights):
         return target
     if target.exists():
-        if _sha256_file(target) == weights.sha256 and target.stat().st_size == weights.size:
+        if file_sha256(target) == weights.sha256 and target.stat().st_size == weights.size:
             _write_stamp(stamp, target, weights)
             return target
         target.unlink()  # damaged or foreign: rebuild from the parts
@@ -143,7 +143,8 @@ def assemble(
     return target
 
 
-def _sha256_file(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in blocks."""
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
@@ -188,12 +189,14 @@ class LocalModelServer:
         context_tokens: int = 4096,
         host: str = "127.0.0.1",
         log_dir: Path | None = None,
+        lora_path: Path | None = None,
     ) -> None:
         self.model_file = model_file
         self.alias = alias
         self.threads = threads
         self.context_tokens = context_tokens
         self.host = host
+        self.lora_path = lora_path
         self.port: int | None = None
         self.log_file = (log_dir or models_dir()) / f"server-{os.getpid()}.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -243,6 +246,8 @@ class LocalModelServer:
             # measured, the server reached 22 GB and was OOM-killed after 37 calls. Consecutive
             # calls still reuse their shared prefix from the context itself.
         ]
+        if self.lora_path is not None:
+            command += ["--lora_path", str(self.lora_path)]
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("wb") as log_handle:
             self._process = subprocess.Popen(

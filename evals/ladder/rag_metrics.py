@@ -367,6 +367,17 @@ def label_from_answer(answer: str, labels: Sequence[str] = ("yes", "no", "maybe"
     return by_lower[found.group(1).lower()] if found else None
 
 
+def label_format(answer: str, labels: Sequence[str] = ("yes", "no", "maybe")) -> float:
+    """1.0 when the answer is in the asked form: a label word first (markdown and punctuation before it
+    ignored), then the reasoning (at least three more words); else 0.0."""
+    if not labels:
+        return 0.0
+    pattern = r"(" + "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True)) + r")\b"
+    text = re.sub(r"^[\W_]+", "", answer)
+    first = re.match(pattern, text, re.IGNORECASE)
+    return float(bool(first) and len(text[first.end() :].split()) >= 3)  # type: ignore[union-attr]
+
+
 # --- registry and summary -------------------------------------------------------------------------
 
 

@@ -55,6 +55,7 @@ def summarize(run: dict[str, Any], rows: list[dict[str, Any]], *, seed: int = 0)
                 "metrics": metrics,
                 "delta": deltas,
                 "tokens": _mean([u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in usage]),
+                "prompt_tokens": _mean([u.get("prompt_tokens", 0) for u in usage]),
                 "cost_usd": _mean([u.get("estimated_cost_usd", 0.0) for u in usage]),
                 "seconds": _mean([r["seconds"] or 0.0 for r in mine]),
             }
@@ -86,7 +87,13 @@ def table_rows(summary: list[dict[str, Any]], metrics: list[str]) -> list[list[s
             delta = s["delta"].get(name)
             shown = f"{mean:.3f} [{low:.3f}, {high:.3f}]"
             cells.append(shown + (f" ({delta:+.3f})" if delta is not None else ""))
-        cells += [f"{s['tokens']:.0f}", f"{s['cost_usd']:.5f}", f"{s['seconds']:.1f}", str(s["errors"])]
+        cells += [
+            f"{s['tokens']:.0f}",
+            f"{s['prompt_tokens']:.0f}",
+            f"{s['cost_usd']:.5f}",
+            f"{s['seconds']:.1f}",
+            str(s["errors"]),
+        ]
         rows.append(cells)
     return rows
 
@@ -125,7 +132,7 @@ def write_chart(summary: list[dict[str, Any]], metric: str, path: Path, *, title
 def write_html(
     run: dict[str, Any], summary: list[dict[str, Any]], metrics: list[str], chart: Path | None, path: Path
 ) -> Path:
-    head = ["rung", "n", *metrics, "tokens/answer", "cost/answer (USD)", "s/answer", "errors"]
+    head = ["rung", "n", *metrics, "tokens/answer", "prompt tokens/answer", "cost/answer (USD)", "s/answer", "errors"]
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table_rows(summary, metrics)
     )

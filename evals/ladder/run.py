@@ -30,6 +30,8 @@ from evals.ladder import rag_metrics as rm
 from knowledge.base import KnowledgeBase
 from knowledge.errors import LadderError
 
+ADAPTER = "<adapter>"  # stands for the run's --adapter in a rung's settings
+
 # Each rung: the switches it turns on and the settings it changes, on top of the rung below.
 RUNGS: dict[str, tuple[dict[str, bool], dict[str, Any]]] = {
     "baseline": ({}, {}),
@@ -40,8 +42,11 @@ RUNGS: dict[str, tuple[dict[str, bool], dict[str, Any]]] = {
     "+rerank": ({"rerank": True}, {}),
     "+decompose": ({"decompose": True}, {}),
     "+factcheck": ({"fact_check": True}, {}),
+    # The model itself adapted (ladder finetune local), on the rungs below it, without the few-shot
+    # example that fine-tuning should make unnecessary (fewer prompt tokens: the talk's claim).
+    "+finetune": ({"fewshot": False}, {"chat_adapter": ADAPTER}),
 }
-DEFAULT_LADDER = tuple(RUNGS)
+DEFAULT_LADDER = tuple(r for r in RUNGS if r != "+finetune")  # +finetune needs an adapter named
 
 
 class EvalRunError(LadderError, ValueError):
@@ -56,7 +61,8 @@ class Rung:
 
 
 def climb(names: list[str] | tuple[str, ...]) -> list[Rung]:
-    """The rungs in order, each with everything the rungs below it switched on."""
+    """The rungs in order, each with everything the rungs below it switched on; ``+finetune`` sits on the
+    highest rung asked below it (the adapter instead of the few-shot example), not on the whole ladder."""
     unknown = [n for n in names if n not in RUNGS]
     if unknown:
         raise EvalRunError(f"unknown rungs {unknown}; the ladder is {', '.join(RUNGS)}")
@@ -69,10 +75,14 @@ def climb(names: list[str] | tuple[str, ...]) -> list[Rung]:
         settings.update(changed)
         if name in names:
             rungs.append(Rung(name, dict(switches), dict(settings)))
+    if "+finetune" in names:
+        below = rungs[-1] if rungs else Rung("baseline", dict.fromkeys(SWITCHES, False), {"search_mode": "dense"})
+        on, changed = RUNGS["+finetune"]
+        rungs.append(Rung("+finetune", {**below.switches, **on}, {**below.settings, **changed}))
     return rungs
 
 
-def _collection_for(kb: KnowledgeBase, evalset: EvalSet, collection: str | None) -> str:
+def collection_for(kb: KnowledgeBase, evalset: EvalSet, collection: str | None) -> str:
     """The collection the questions are asked of: the set's own documents, ingested once."""
     if collection:
         return collection
@@ -104,6 +114,7 @@ def score(
         metrics["citation_quality"] = rm.citation_quality(verdicts, drafted, judge)
     if example.label and labels:
         metrics["label_accuracy"] = float(rm.label_from_answer(answer, labels) == example.label.lower())
+        metrics["label_format"] = rm.label_format(answer, labels)
     if example.reference_answer:
         metrics["answer_similarity"] = rm.answer_similarity_nonllm(answer, example.reference_answer)
     if contexts:
@@ -178,13 +189,25 @@ def _store(conn: psycopg.Connection, run_id: int, rung: str, position: int, row:
 
 
 @contextmanager
-def _rung_agents(settings: Settings, kb: KnowledgeBase, model: str | None) -> Iterator[Callable[[Rung], Agent]]:
+def _rung_agents(
+    settings: Settings, kb: KnowledgeBase, model: str | None, adapter: str | None
+) -> Iterator[Callable[[Rung], Agent]]:
+    """An agent per rung on one model server; a rung with the adapter gets its own server, started when
+    it is reached (and the base's stopped then: both at once would only compete for the same cores)."""
     from agent.core.assemble import open_agent
 
-    with open_agent(settings, kb=kb, model=model) as base:
+    with ExitStack() as stack:
+        base = stack.enter_context(open_agent(settings, kb=kb, model=model))
 
         def agent_for(rung: Rung) -> Agent:
-            return base.variant(settings.model_copy(update=rung.settings))
+            nonlocal base
+            changed = {k: (adapter if v == ADAPTER else v) for k, v in rung.settings.items()}
+            if changed.get("chat_adapter") and base.settings.chat_adapter != changed["chat_adapter"]:
+                stack.close()
+                base = stack.enter_context(
+                    open_agent(settings.model_copy(update={"chat_adapter": adapter}), kb=kb, model=model)
+                )
+            return base.variant(base.settings.model_copy(update=changed))
 
         yield agent_for
 
@@ -202,11 +225,15 @@ def run_ladder(
     collection: str | None = None,
     resume: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    adapter: str | None = None,
 ) -> int:
-    """Run every rung over the examples (or finish run ``resume``); returns the run id."""
+    """Run every rung over the examples (or finish run ``resume``); returns the run id.
+    ``adapter`` is the LoRA adapter the +finetune rung serves."""
     ladder = climb(rungs)
+    if any(r.settings.get("chat_adapter") == ADAPTER for r in ladder) and not adapter:
+        raise EvalRunError("the +finetune rung serves an adapter: name it with --adapter (ladder finetune adapters)")
     examples = evalset.examples[:limit] if limit else evalset.examples
-    target = _collection_for(kb, evalset, collection)
+    target = collection_for(kb, evalset, collection)
     with kb.db.connection() as conn:
         if resume is not None:
             run_id = resume
@@ -219,12 +246,12 @@ def run_ladder(
                 model=model or settings.chat_model or settings.local_model,
                 judge=judge_model,
                 rungs=[r.name for r in ladder],
-                settings={name: getattr(settings, name) for name in LOGGED_SETTINGS},
+                settings={**{name: getattr(settings, name) for name in LOGGED_SETTINGS}, "adapter": adapter},
                 n_examples=len(examples),
             )
         done = _done(conn, run_id)
     with ExitStack() as stack:
-        agent_for = stack.enter_context(_rung_agents(settings, kb, model))
+        agent_for = stack.enter_context(_rung_agents(settings, kb, model, adapter))
         judge = stack.enter_context(_judge(settings, judge_model)) if judge_model else None
         for rung in ladder:
             agent = agent_for(rung)

@@ -57,7 +57,7 @@ class Evaluations:
         found, rows = self._results(run_id)
         summary = summarize(found, rows)
         metrics = sorted({m for s in summary for m in s["metrics"]})
-        head = ["rung", "n", *metrics, "tokens/answer", "cost/answer $", "s/answer", "errors"]
+        head = ["rung", "n", *metrics, "tokens/answer", "prompt tokens/answer", "cost/answer $", "s/answer", "errors"]
         chosen = headline(summary)
         chart = None
         if chosen and summary:
