@@ -213,6 +213,12 @@ def test_a_thumbs_down_is_reviewed_into_a_named_set(served: Any) -> None:
             page.get_by_role("tab", name="Review queue").click()
             queue = page.locator("#queue_table")
             expect(queue).to_contain_text(comment, timeout=20_000)
+            # Oldest first: this test's turn is the newest, and the table draws only the rows in view.
+            page.eval_on_selector(
+                "#queue_table",
+                "root => root.querySelectorAll('*').forEach(e => {"
+                " if (e.scrollHeight > e.clientHeight + 4) e.scrollTop = e.scrollHeight; })",
+            )
             _cell(page, "#queue_table", comment).click()
             expect(page.locator("#review_question textarea")).to_have_value(QUESTION, timeout=20_000)
             page.locator("#review_reference textarea").fill(REFERENCE)
