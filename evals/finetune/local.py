@@ -8,7 +8,6 @@ embedded GGUF, de-quantized by transformers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.models.adapters import ADAPTER_FILE, CARD_FILE, AdapterError, adapters_dir, check_name
-from agent.models.local_server import KNOWN_MODELS, resolve_model_file
+from agent.models.local_server import KNOWN_MODELS, file_sha256, resolve_model_file
 from evals.finetune.data import split_train_validation, validate_jsonl
 from evals.finetune.local_data import Tokenized, tokenize_all
 from evals.finetune.local_gguf import write_adapter
@@ -51,11 +50,6 @@ class LocalRun:
     settings: LoraSettings = field(default_factory=LoraSettings)
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def _examples(path: Path, max_tokens: int) -> list[dict[str, Any]]:
     """The file's valid examples, or a FinetuneError with what the validation found."""
     if not path.is_file():
@@ -74,9 +68,9 @@ def _spec(run: LocalRun, base_sha256: str) -> dict[str, Any]:
         "base_model": BASES[run.base],
         "base_sha256": base_sha256,
         "data_file": str(run.data.resolve()),
-        "data_sha256": _sha256(run.data),
+        "data_sha256": file_sha256(run.data),
         "validation_file": str(validation.resolve()) if validation else None,
-        "validation_sha256": _sha256(validation) if validation else None,
+        "validation_sha256": file_sha256(validation) if validation else None,
         "hyperparameters": {**asdict(run.settings), "targets": list(run.settings.targets)},
     }
 
@@ -175,7 +169,7 @@ def finetune_local(
     base_name = BASES[run.base]
     model_file = model_file or resolve_model_file(base_name)
     known = KNOWN_MODELS[base_name]
-    base_sha256 = known.sha256 if model_file.name == known.filename else _sha256(model_file)
+    base_sha256 = known.sha256 if model_file.name == known.filename else file_sha256(model_file)
     folder = adapters_dir(data_dir) / run.name
     resuming = _claim_folder(folder, _spec(run, base_sha256))
     say(f"loading {base_name} from {model_file.name} (de-quantized to fp32)")
@@ -220,7 +214,7 @@ def _finish(
         "name": run.name,
         **spec,
         "base_file": model_file.name,
-        "adapter_sha256": _sha256(folder / ADAPTER_FILE),
+        "adapter_sha256": file_sha256(folder / ADAPTER_FILE),
         "adapted_weights": written,
         "examples": {"train": counts[0], "heldout": counts[1]},
         "losses": {"train": state.train_losses, "heldout": state.heldout_losses},
